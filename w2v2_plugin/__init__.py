@@ -1,0 +1,12 @@
+"""w2v2-plugin: wav2vec 2.0 for fairseq as a ``--user-dir`` plugin.
+
+Importing this package registers the plugin's tasks, models and criteria with fairseq's
+registries, which is what ``--user-dir`` / ``common.user_dir`` does.
+"""
+
+__version__ = "0.1.0"
+
+from . import data  # noqa: F401  (datasets first: tasks import them)
+from . import models  # noqa: F401
+from . import criterions  # noqa: F401
+from . import tasks  # noqa: F401

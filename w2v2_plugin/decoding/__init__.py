@@ -1,0 +1,1 @@
+"""CTC decoders (Viterbi, lexicon + KenLM beam search, lexicon-free)."""

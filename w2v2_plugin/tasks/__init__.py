@@ -1,0 +1,1 @@
+"""Importing this subpackage registers its contents with fairseq."""
