@@ -1,0 +1,44 @@
+"""Shared pytest fixtures: tiny audio written in the test's own tmp dir.
+
+Helpers here are small on purpose; an area's specific fixtures live in its test files.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+
+def write_tone(path: Path, seconds: float, sr: int = 16000, channels: int = 1, seed: int = 0,
+               subtype: str | None = None) -> Path:
+    """Write a noisy chirp (deterministic for a seed); returns the path."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sr))
+    t = np.arange(n) / sr
+    wave = 0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t) + 0.05 * rng.standard_normal(n)
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data.astype(np.float32), sr, subtype=subtype)
+    return path
+
+
+def espeak(text: str, path: Path, voice: str = "en-us", rate: int = 160, pitch: int = 50,
+           sr: int = 16000) -> Path:
+    """Synthesize ``text`` with espeak-ng and resample to ``sr`` mono 16-bit with sox."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = path.with_suffix(".espeak.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", str(raw), text],
+                   check=True, capture_output=True)
+    subprocess.run(["sox", str(raw), "-r", str(sr), "-c", "1", "-b", "16", str(path)],
+                   check=True, capture_output=True)
+    raw.unlink()
+    return path
+
+
+@pytest.fixture(scope="session")
+def have_espeak() -> bool:
+    return shutil.which("espeak-ng") is not None and shutil.which("sox") is not None
