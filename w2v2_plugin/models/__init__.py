@@ -1,1 +1,2 @@
 """Importing this subpackage registers its contents with fairseq."""
+from . import wav2vec2  # noqa: F401  (registers model "w2v2")
