@@ -1,0 +1,293 @@
+"""Turn a folder of audio into fairseq manifests and labels (the default subcommand).
+
+Outputs in DEST, for each split written (``train``/``--split-name`` and ``valid``):
+``{split}.tsv``, and with transcripts ``{split}.wrd`` + ``{split}.ltr`` (line-aligned with the
+.tsv), ``{split}.skipped.tsv`` with ``--on-bad skip``; ``dict.ltr.txt`` from the train split.
+Formats: manifests/README.md.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections import Counter
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import NamedTuple, TextIO
+
+from tqdm import tqdm
+
+from .config import ManifestConfig
+from .errors import BadFilesError, ManifestError, TranscriptError
+from .scan import Listing, parse_exts, probe_files, walk
+from .text import NormalizationError, TextConfig, normalize, to_letters
+from .transcripts import LibriSpeechTranscripts, TableTranscripts, Transcript, sidecar_transcript
+from .writer import AtomicOutputs
+
+VALID_SPLIT = "valid"
+TRAIN_SPLIT = "train"
+LTR_DICT = "dict.ltr.txt"
+# Label files a split may have; any not written by this run is removed when the split's
+# lines change (they would no longer line up with the new .tsv).
+LABEL_SUFFIXES = (".wrd", ".ltr", ".spm")
+# Bad-file reasons, in the order they are checked (README lists them).
+REASONS = ("bad_path", "unreadable", "corrupt", "empty", "sample_rate", "channels",
+           "no_transcript", "empty_transcript")
+
+
+class SplitSummary(NamedTuple):
+    name: str
+    files: int
+    seconds: float
+
+
+@dataclass
+class BuildSummary:
+    """What a run wrote and left out; ``line()`` is the one-line report the CLI prints."""
+
+    dest: str
+    splits: list[SplitSummary]
+    labels: str  # transcript source, or "none (...)"
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> files
+    skipped_files: int = 0
+    unused_transcripts: int = 0
+    removed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        parts = [f"{s.name}: {s.files} files, {s.seconds / 3600:.2f} h" for s in self.splits]
+        if self.skipped_files:
+            why = ", ".join(f"{r} {self.skipped[r]}" for r in REASONS if self.skipped[r])
+            parts.append(f"skipped {self.skipped_files} ({why})")
+        else:
+            parts.append("skipped 0")
+        parts.append(f"labels: {self.labels}")
+        if self.unused_transcripts:
+            parts.append(f"{self.unused_transcripts} transcript(s) matched no audio file")
+        parts.extend(self.notes)
+        return f"{' | '.join(parts)} -> {self.dest}"
+
+
+class _SplitOut:
+    """Open handles and running totals of one split."""
+
+    def __init__(self, outputs: AtomicOutputs, name: str, root: str, labels: bool, skip: bool) -> None:
+        self.name = name
+        self.tsv = outputs.open(f"{name}.tsv")
+        self.tsv.write(root + "\n")
+        self.wrd: TextIO | None = outputs.open(f"{name}.wrd") if labels else None
+        self.ltr: TextIO | None = outputs.open(f"{name}.ltr") if labels else None
+        self.skipped: TextIO | None = None
+        if skip:
+            self.skipped = outputs.open(f"{name}.skipped.tsv")
+            self.skipped.write(root + "\n")
+        self.files = 0
+        self.seconds = 0.0
+        self.letters: Counter[str] = Counter()
+
+    def add(self, rel: str, frames: int, sample_rate: int, words: str | None) -> None:
+        self.tsv.write(f"{rel}\t{frames}\n")
+        self.files += 1
+        self.seconds += frames / sample_rate
+        if words is not None and self.wrd is not None and self.ltr is not None:
+            letters = to_letters(words)
+            self.wrd.write(words + "\n")
+            self.ltr.write(letters + "\n")
+            self.letters.update(letters.split())
+
+
+def _check_config(cfg: ManifestConfig) -> tuple[str, tuple[str, ...]]:
+    root = os.path.realpath(cfg.root)
+    if not os.path.isdir(root):
+        raise ManifestError(f"{cfg.root}: not a directory; give the folder that holds the audio")
+    if not 0.0 <= cfg.valid_percent <= 1.0:
+        raise ManifestError(f"--valid-percent {cfg.valid_percent}: must be a fraction between 0 and 1 "
+                            "(0.01 = 1%, as in fairseq)")
+    exts = parse_exts(cfg.ext)
+    if not exts:
+        raise ManifestError(f"--ext {cfg.ext!r}: give at least one extension, e.g. flac or flac,wav")
+    if cfg.sample_rate < 0:
+        raise ManifestError(f"--sample-rate {cfg.sample_rate}: must be positive (or 0 for any)")
+    if cfg.workers < 1:
+        raise ManifestError(f"--workers {cfg.workers}: must be at least 1")
+    names = {cfg.split_name} | ({VALID_SPLIT} if cfg.valid_percent > 0 else set())
+    if not cfg.split_name or any(c in cfg.split_name for c in "/\\\t\n") or cfg.split_name.startswith("."):
+        raise ManifestError(f"--split-name {cfg.split_name!r}: must be a plain file name stem")
+    if cfg.valid_percent > 0 and cfg.split_name == VALID_SPLIT:
+        raise ManifestError("--split-name valid clashes with the valid split; use --valid-percent 0 "
+                            f"or another name ({sorted(names)})")
+    if cfg.transcripts is not None and not os.path.isfile(cfg.transcripts):
+        raise ManifestError(f"{cfg.transcripts}: --transcripts file not found")
+    return root, exts
+
+
+def _transcript_source(cfg: ManifestConfig, root: str,
+                       listing: Listing) -> LibriSpeechTranscripts | TableTranscripts | None | str:
+    """The table, the LibriSpeech/sidecar lookup, or a string saying why there are no labels."""
+    if cfg.labels == "none":
+        return "none (--labels none)"
+    if cfg.transcripts is not None:
+        return TableTranscripts(cfg.transcripts, root)
+    if listing.trans_by_dir or listing.sidecars:
+        return LibriSpeechTranscripts(root, listing.trans_by_dir)
+    return "none (no *.trans.txt, .txt or .lab transcripts found)"
+
+
+def _read_dict_symbols(path: str) -> set[str] | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return {line.rsplit(" ", 1)[0] for line in fh if line.strip()}
+
+
+def write_dict(fh: TextIO, counts: Counter[str]) -> None:
+    """fairseq dictionary: "SYMBOL COUNT" lines, most frequent first, ties by code point."""
+    for symbol, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        fh.write(f"{symbol} {count}\n")
+
+
+def _where(t: Transcript) -> str:
+    return t.source if t.line is None else f"{t.source}:{t.line}"
+
+
+def build(cfg: ManifestConfig) -> BuildSummary:
+    """Scan ``cfg.root`` and write the manifests; raise ManifestError on bad input."""
+    root, exts = _check_config(cfg)
+    text_cfg: TextConfig = cfg.text_config()
+    listing = walk(root, exts)
+    files = [e for e in listing.files
+             if not cfg.path_must_contain or cfg.path_must_contain in os.path.join(root, e.rel)]
+    if not files:
+        raise ManifestError(f"{cfg.root}: no *{'/*'.join(exts)} files found"
+                            + (f" whose path contains {cfg.path_must_contain!r}" if cfg.path_must_contain else ""))
+    # One draw per file in walk order, bad files included, so a file's split does not
+    # depend on which other files turn out to be bad (fairseq: train when draw > fraction).
+    rand = random.Random(cfg.seed)
+    split_of = [cfg.split_name if rand.random() > cfg.valid_percent else VALID_SPLIT for _ in files]
+
+    source = _transcript_source(cfg, root, listing)
+    labels = not isinstance(source, str) and source is not None
+    skip = cfg.on_bad == "skip"
+    split_names = [cfg.split_name] + ([VALID_SPLIT] if cfg.valid_percent > 0 else [])
+    summary = BuildSummary(dest=cfg.dest, splits=[],
+                           labels=source if isinstance(source, str) else
+                           ("--transcripts " + cfg.transcripts if cfg.transcripts else "*.trans.txt/.txt/.lab"))
+    bad: list[tuple[str, str]] = []
+
+    dest_existed = os.path.isdir(cfg.dest)
+    try:
+        os.makedirs(cfg.dest, exist_ok=True)
+    except OSError as exc:
+        raise ManifestError(f"{cfg.dest}: cannot create the output directory ({exc.strerror})") from None
+    try:
+        with AtomicOutputs(cfg.dest) as outputs:
+            outs = {name: _SplitOut(outputs, name, root, labels, skip) for name in split_names}
+            results = closing(probe_files(root, files, workers=cfg.workers, decode=cfg.decode,
+                                          sidecars=labels and cfg.transcripts is None))
+            first = next(results.thing, None)  # starts the worker pool before tqdm starts a thread
+            with results, tqdm(total=len(files), unit="file", desc="scanning", disable=not cfg.progress,
+                      file=sys.stderr, mininterval=0.5) as bar:
+                for i, entry in enumerate(files):
+                    res = first if i == 0 else next(results.thing)
+                    info = res.info
+                    reasons: list[tuple[str, str]] = []
+                    if any(c in entry.rel for c in "\t\n\r"):
+                        reasons.append(("bad_path", "the name holds a tab or line break, which a .tsv cannot"))
+                    if info.error_kind is not None:
+                        reasons.append((info.error_kind, info.error or ""))
+                    elif info.frames == 0:
+                        reasons.append(("empty", "0 frames"))
+                    else:
+                        if cfg.sample_rate and info.sample_rate != cfg.sample_rate:
+                            reasons.append(("sample_rate", f"{info.sample_rate} Hz, expected {cfg.sample_rate}"))
+                        if info.channels != 1:
+                            reasons.append(("channels", f"{info.channels} channels, expected 1 (mono)"))
+                    words: str | None = None
+                    if labels:
+                        assert source is not None and not isinstance(source, str)
+                        found = source.lookup(entry.rel)
+                        if found is None and res.sidecar_error is not None:
+                            raise TranscriptError(os.path.join(root, entry.sidecar or ""), None, res.sidecar_error)
+                        if found is None and res.sidecar_text is not None and entry.sidecar is not None:
+                            found = sidecar_transcript(res.sidecar_text, os.path.join(root, entry.sidecar))
+                        if found is None:
+                            reasons.append(("no_transcript", "no transcript (looked for "
+                                            + ("it in --transcripts" if cfg.transcripts else
+                                               "a *.trans.txt entry, .txt or .lab") + ")"))
+                        else:
+                            try:
+                                words = normalize(found.text, text_cfg)
+                            except NormalizationError as exc:
+                                raise TranscriptError(found.source, found.line, str(exc)) from None
+                            if not words:
+                                reasons.append(("empty_transcript", f"empty transcript at {_where(found)}"))
+                    out = outs[split_of[i]]
+                    if reasons:
+                        codes = ",".join(code for code, _ in reasons)
+                        detail = "; ".join(d for _, d in reasons)
+                        bad.append((entry.rel, f"{codes}: {detail}"))
+                        summary.skipped.update(code for code, _ in reasons)
+                        if out.skipped is not None:
+                            out.skipped.write(f"{entry.rel}\t{codes}\t{detail}\n")
+                        bar.update(1)
+                        continue
+                    out.add(entry.rel, info.frames, info.sample_rate, words)
+                    bar.update(1)
+            if labels:
+                assert source is not None and not isinstance(source, str)
+                source.finish()
+                summary.unused_transcripts = source.unused
+            if bad and not skip:
+                raise BadFilesError(root, bad)
+            summary.skipped_files = len(bad)
+
+            remove = _finish_outputs(cfg, outputs, outs, labels, summary)
+            outputs.commit(remove)
+            summary.removed = remove
+    except BaseException:
+        if not dest_existed and os.path.isdir(cfg.dest) and not os.listdir(cfg.dest):
+            os.rmdir(cfg.dest)  # we made it and wrote nothing: leave no trace
+        raise
+    summary.splits = [SplitSummary(o.name, o.files, o.seconds) for o in outs.values()]
+    if summary.skipped_files:
+        summary.notes.append("listed in " + ", ".join(f"{n}.skipped.tsv" for n in split_names))
+    return summary
+
+
+def _finish_outputs(cfg: ManifestConfig, outputs: AtomicOutputs, outs: dict[str, _SplitOut],
+                    labels: bool, summary: BuildSummary) -> list[str]:
+    """Write the dictionary, decide which stale files go; returns the names to remove."""
+    dest = cfg.dest
+    if labels and cfg.split_name == TRAIN_SPLIT:
+        write_dict(outputs.open(LTR_DICT), outs[TRAIN_SPLIT].letters)
+    elif labels:
+        known = _read_dict_symbols(os.path.join(dest, LTR_DICT))
+        letters: Counter[str] = Counter()
+        for o in outs.values():
+            letters.update(o.letters)
+        if known is None:
+            summary.notes.append(f"no {LTR_DICT} written (it comes from a split named 'train')")
+        else:
+            missing = sorted(set(letters) - known)
+            if missing:
+                summary.notes.append(f"{len(missing)} letter(s) not in {LTR_DICT}, they map to <unk>: "
+                                     + " ".join(missing))
+    remove: list[str] = []
+    for name in outs:
+        same_lines = outputs.unchanged(f"{name}.tsv")
+        # Without new labels the old .wrd stays, so its .spm stays aligned with it too.
+        words_same = same_lines and (not labels or outputs.unchanged(f"{name}.wrd"))
+        for suffix in LABEL_SUFFIXES:
+            fname = f"{name}{suffix}"
+            if fname in outputs.names() or not os.path.exists(os.path.join(dest, fname)):
+                continue
+            # .spm stays valid only if both the lines and the words are unchanged.
+            keep = words_same if suffix == ".spm" else same_lines
+            if not keep:
+                remove.append(fname)
+        stale_skipped = f"{name}.skipped.tsv"
+        if stale_skipped not in outputs.names() and os.path.exists(os.path.join(dest, stale_skipped)):
+            remove.append(stale_skipped)
+    if remove:
+        summary.notes.append("removed stale " + ", ".join(remove))
+    return remove
