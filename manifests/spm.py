@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections import Counter
 from typing import NamedTuple
 
@@ -71,9 +72,8 @@ def train_spm(cfg: SpmConfig) -> SpmSummary:
     os.makedirs(dest, exist_ok=True)
     with AtomicOutputs(dest) as outputs:
         model_name, vocab_name = f"{cfg.prefix}.model", f"{cfg.prefix}.vocab"
-        # Reserve the temp names through AtomicOutputs so they are cleaned up on failure.
-        outputs.open(model_name).close()
-        outputs.open(vocab_name).close()
+        # Reserved through AtomicOutputs so that a failure removes them too.
+        tmp_model, tmp_vocab = outputs.reserve(model_name), outputs.reserve(vocab_name)
         tmp_prefix = os.path.join(dest, f".{cfg.prefix}.train-{os.getpid()}")
         try:
             spm.SentencePieceTrainer.train(
@@ -84,10 +84,12 @@ def train_spm(cfg: SpmConfig) -> SpmSummary:
             for ext in (".model", ".vocab"):
                 if os.path.exists(tmp_prefix + ext):
                     os.remove(tmp_prefix + ext)
-            raise ManifestError(f"{cfg.train}: sentencepiece could not train ({' '.join(str(exc).split())})") from None
-        os.replace(tmp_prefix + ".model", outputs.temp_path(model_name))
-        os.replace(tmp_prefix + ".vocab", outputs.temp_path(vocab_name))
-        sp = spm.SentencePieceProcessor(model_file=outputs.temp_path(model_name))
+            # drop sentencepiece's "INTERNAL: src/x.cc(744) [check]" prefix, keep its advice
+            why = re.sub(r"^[A-Z_]+: \S+\(\d+\) \[.*?\] ", "", " ".join(str(exc).split()))
+            raise ManifestError(f"{cfg.train}: sentencepiece could not train ({why})") from None
+        os.replace(tmp_prefix + ".model", tmp_model)
+        os.replace(tmp_prefix + ".vocab", tmp_vocab)
+        sp = spm.SentencePieceProcessor(model_file=tmp_model)
         special = {i for i in range(sp.get_piece_size()) if sp.is_control(i) or sp.is_unknown(i)}
         vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size()) if i not in special}
 

@@ -17,7 +17,7 @@ class AtomicOutputs:
 
     def __init__(self, dest: str) -> None:
         self.dest = dest
-        self._files: dict[str, tuple[str, TextIO]] = {}  # final name -> (temp path, handle)
+        self._files: dict[str, tuple[str, TextIO | None]] = {}  # final name -> (temp path, handle)
         self._done = False
 
     def open(self, name: str) -> TextIO:
@@ -29,13 +29,20 @@ class AtomicOutputs:
         self._files[name] = (tmp, fh)
         return fh
 
+    def reserve(self, name: str) -> str:
+        """A temporary path for ``dest/name`` that another tool fills (e.g. sentencepiece)."""
+        tmp = os.path.join(self.dest, f".{name}.tmp-{os.getpid()}")
+        self._files[name] = (tmp, None)
+        return tmp
+
     def temp_path(self, name: str) -> str:
         return self._files[name][0]
 
     def unchanged(self, name: str) -> bool:
         """True when ``dest/name`` already exists with exactly the bytes being written."""
         tmp, fh = self._files[name]
-        fh.flush()
+        if fh is not None:
+            fh.flush()
         final = os.path.join(self.dest, name)
         return os.path.isfile(final) and filecmp.cmp(tmp, final, shallow=False)
 
@@ -45,6 +52,11 @@ class AtomicOutputs:
     def commit(self, remove: list[str] | tuple[str, ...] = ()) -> None:
         """Flush, fsync and rename every file into place; then delete ``remove`` (stale files)."""
         for tmp, fh in self._files.values():
+            if fh is None:  # filled by another tool: sync it through a fresh descriptor
+                fd = os.open(tmp, os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
+                continue
             fh.flush()
             os.fsync(fh.fileno())
             fh.close()
@@ -59,7 +71,8 @@ class AtomicOutputs:
     def abort(self) -> None:
         """Close and delete every temporary file; DEST keeps its previous contents."""
         for tmp, fh in self._files.values():
-            fh.close()
+            if fh is not None:
+                fh.close()
             if os.path.exists(tmp):
                 os.remove(tmp)
         self._files.clear()
