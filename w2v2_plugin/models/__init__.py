@@ -1,2 +1,3 @@
 """Importing this subpackage registers its contents with fairseq."""
 from . import wav2vec2  # noqa: F401  (registers model "w2v2")
+from . import ctc  # noqa: F401  (model w2v2_ctc)
