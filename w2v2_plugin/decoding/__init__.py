@@ -1,1 +1,9 @@
-"""CTC decoders (Viterbi, lexicon + KenLM beam search, lexicon-free)."""
+"""CTC decoders (Viterbi, lexicon + KenLM beam search, lexicon-free).
+
+The public surface: :class:`UnitDictionary`, :class:`DecoderConfig`, :func:`build_decoder`,
+:class:`Hypothesis`, :class:`DecodingError`. The fairseq-facing parts (model loading, emissions,
+chunking) live in :mod:`w2v2_plugin.decoding.emissions` and are imported on demand.
+"""
+from .decoders import DecoderConfig, Hypothesis, build_decoder  # noqa: F401
+from .errors import DecodingError  # noqa: F401
+from .units import UnitDictionary  # noqa: F401
