@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import soundfile as sf
 
@@ -39,28 +39,32 @@ def _fail(kind: str, detail: str) -> AudioInfo:
     return AudioInfo(0, 0, 0, kind, " ".join(detail.split()))
 
 
-def _wav_header(fh: BinaryIO, size: int) -> AudioInfo | None:
-    """Parse a RIFF/WAVE header; None when libsndfile should decide."""
-    head = fh.read(12)
+_HEAD = 4096  # bytes read up front: covers fmt + data chunk headers of nearly every WAV
+
+
+def _wav_header(fd: int, head: bytes, size: int) -> AudioInfo | None:
+    """Parse a RIFF/WAVE header; None when libsndfile should decide.
+
+    ``head`` is the first bytes of the file; chunk headers past it are read with pread.
+    """
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return None
     offset = 12
     fmt: tuple[int, int, int, int, int] | None = None  # tag, channels, rate, block_align, bits
     for _ in range(_WAV_MAX_CHUNKS):
-        fh.seek(offset)
-        chunk = fh.read(8)
+        chunk = head[offset:offset + 48] if offset + 48 <= len(head) else os.pread(fd, 48, offset)
         if len(chunk) < 8:
             return None  # no data chunk: libsndfile decides how broken it is
-        cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        cid, csize = chunk[:4], struct.unpack_from("<I", chunk, 4)[0]
         if cid == b"fmt ":
-            body = fh.read(min(csize, 40))
+            body = chunk[8:8 + min(csize, 40)]
             if len(body) < 16:
                 return None
-            tag, channels, rate, _byte_rate, block_align, bits = struct.unpack("<HHIIHH", body[:16])
+            tag, channels, rate, _byte_rate, block_align, bits = struct.unpack_from("<HHIIHH", body)
             if tag == _WAV_EXTENSIBLE:
                 if len(body) < 26:
                     return None
-                tag = struct.unpack("<H", body[24:26])[0]  # first two bytes of the sub-format GUID
+                tag = struct.unpack_from("<H", body, 24)[0]  # first two bytes of the sub-format GUID
             fmt = (tag, channels, rate, block_align, bits)
         elif cid == b"data":
             if fmt is None:
@@ -78,9 +82,9 @@ def _wav_header(fh: BinaryIO, size: int) -> AudioInfo | None:
     return None
 
 
-def _flac_header(fh: BinaryIO) -> AudioInfo | None:
-    """Parse FLAC's STREAMINFO block; None when libsndfile should decide."""
-    head = fh.read(42)  # "fLaC" + 4-byte block header + 34-byte STREAMINFO
+def _flac_header(head: bytes) -> AudioInfo | None:
+    """Parse FLAC's STREAMINFO block (first bytes of the file); None when libsndfile should decide."""
+    # "fLaC" + 4-byte block header + 34-byte STREAMINFO
     if len(head) < 42 or head[:4] != b"fLaC" or (head[4] & 0x7F) != 0:
         return None
     if int.from_bytes(head[5:8], "big") != 34:
@@ -137,17 +141,20 @@ def probe(path: str, decode: bool = False) -> AudioInfo:
     not "corrupt", from the user's point of view).
     """
     try:
-        size = os.path.getsize(path)
-        if size == 0:
-            return AudioInfo(0, 0, 0)
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-            fh.seek(0)
+        # os-level I/O: one open, fstat, read; file objects would add buffering and seeks
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                return AudioInfo(0, 0, 0)
+            head = os.read(fd, _HEAD)
             info = None
-            if magic == b"RIFF":
-                info = _wav_header(fh, size)
-            elif magic == b"fLaC":
-                info = _flac_header(fh)
+            if head[:4] == b"RIFF":
+                info = _wav_header(fd, head, size)
+            elif head[:4] == b"fLaC":
+                info = _flac_header(head)
+        finally:
+            os.close(fd)
     except OSError as exc:
         return _fail("unreadable", f"cannot open ({exc.strerror or exc})")
     if info is None:

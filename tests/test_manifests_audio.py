@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,17 @@ import pytest
 import soundfile as sf
 
 from conftest import write_tone
-from manifests.audio import _flac_header, _wav_header, probe
+from manifests.audio import AudioInfo, _flac_header, _wav_header, probe
 
 WAV_SUBTYPES = ["PCM_16", "PCM_24", "PCM_32", "PCM_U8", "FLOAT", "DOUBLE", "ULAW", "IMA_ADPCM"]
+
+
+def _wav_header_of(path: Path, head: int = 4096) -> AudioInfo | None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _wav_header(fd, os.read(fd, head), os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
 
 
 def _reference(path: Path) -> tuple[int, int, int]:
@@ -36,23 +45,19 @@ def test_flac_matches_soundfile_and_takes_fast_path(tmp_path: Path, subtype: str
         path = write_tone(tmp_path / f"{seconds}.flac", seconds, sr=16000, channels=channels, subtype=subtype)
         got = probe(str(path))
         assert (got.frames, got.sample_rate, got.channels) == _reference(path)
-        with open(path, "rb") as fh:
-            assert _flac_header(fh) == got  # parsed from STREAMINFO, no libsndfile
+        assert _flac_header(path.read_bytes()[:4096]) == got  # parsed from STREAMINFO, no libsndfile
 
 
 def test_fast_paths_and_fallbacks(tmp_path: Path) -> None:
     pcm = write_tone(tmp_path / "pcm.wav", 0.5, subtype="PCM_16")
-    with open(pcm, "rb") as fh:
-        assert _wav_header(fh, os.path.getsize(pcm)) == (8000, 16000, 1, None, None)
+    assert _wav_header_of(pcm) == (8000, 16000, 1, None, None)
     wavex = tmp_path / "x.wav"
     sf.write(str(wavex), np.zeros((100, 4), np.float32), 16000, format="WAVEX", subtype="PCM_24")
-    with open(wavex, "rb") as fh:
-        assert _wav_header(fh, os.path.getsize(wavex)) == (100, 16000, 4, None, None)
+    assert _wav_header_of(wavex) == (100, 16000, 4, None, None)
     # A WAV cut short: libsndfile trims the frame count to what is there; so do we (fallback).
     cut = tmp_path / "cut.wav"
     cut.write_bytes(pcm.read_bytes()[:1000])
-    with open(cut, "rb") as fh:
-        assert _wav_header(fh, os.path.getsize(cut)) is None
+    assert _wav_header_of(cut) is None
     assert probe(str(cut))[:3] == _reference(cut)
     ogg = tmp_path / "a.ogg"
     sf.write(str(ogg), np.zeros(1600, np.float32), 16000, format="OGG", subtype="VORBIS")
@@ -83,3 +88,19 @@ def test_decode_catches_corrupt_body_behind_valid_header(tmp_path: Path) -> None
     bad = probe(str(cut), decode=True)
     assert bad.error_kind == "corrupt" and "decod" in bad.error
     assert probe(str(full), decode=True) == probe(str(full))
+
+
+def _riff(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    body = b"WAVE" + b"".join(cid + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")
+                              for cid, data in chunks)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def test_wav_chunks_beyond_first_read_and_odd_padding(tmp_path: Path) -> None:
+    fmt = struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16)
+    samples = np.arange(1001, dtype="<i2").tobytes()
+    for extra in (b"x" * 5001, b"odd"):  # a big LIST chunk pushes "data" past the first read
+        path = tmp_path / f"w{len(extra)}.wav"
+        path.write_bytes(_riff([(b"fmt ", fmt), (b"LIST", extra), (b"data", samples)]))
+        assert _wav_header_of(path) == (1001, 16000, 1, None, None)
+        assert probe(str(path))[:3] == _reference(path)
