@@ -6,6 +6,12 @@ registries, which is what ``--user-dir`` / ``common.user_dir`` does.
 
 __version__ = "0.1.0"
 
+import logging
+
+# fairseq logs an INFO line about tensorboardX from an unrelated task at import time; keep
+# the plugin's command-line tools quiet about it.
+logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
+
 from . import data  # noqa: F401  (datasets first: tasks import them)
 from . import models  # noqa: F401
 from . import criterions  # noqa: F401
