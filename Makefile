@@ -33,5 +33,5 @@ demo: env kenlm
 demo-quick: env kenlm
 	$(PY) -m examples.demo.run --quick
 
-test: env
+test: env kenlm
 	$(VENV)/bin/python -m pytest -q -x tests
