@@ -125,7 +125,8 @@ class W2v2CtcConfig(FairseqDataclass):
     adp_act_fn: str = field(default="relu", metadata={"help": "adapters (not supported)"})
     adp_trf_idx: str = field(default="all", metadata={"help": "adapters (not supported)"})
     freeze_regex: Optional[str] = field(
-        default=None, metadata={"help": "parameters whose name matches this regex are not trained"})
+        default=None, metadata={"help": "encoder parameters whose name (relative to w2v_encoder, e.g. "
+                                        "w2v_model\\.encoder\\.layers\\.0\\..*) fully matches are not trained"})
     # Wav2Vec2CtcConfig
     blank_weight: float = field(default=0, metadata={"help": "added to (or set as) the blank logit"})
     blank_mode: str = field(default="add", metadata={"help": "'add' or 'set' blank_weight"})
