@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .config import ManifestConfig
 from .errors import BadFilesError, ManifestError, TranscriptError
-from .scan import Listing, parse_exts, probe_files, walk
+from .scan import FileEntry, Listing, ProbeResult, parse_exts, probe_files, walk
 from .text import NormalizationError, TextConfig, normalize, to_letters
 from .transcripts import LibriSpeechTranscripts, TableTranscripts, Transcript, sidecar_transcript
 from .writer import AtomicOutputs
@@ -48,6 +48,7 @@ class BuildSummary:
     dest: str
     splits: list[SplitSummary]
     labels: str  # transcript source, or "none (...)"
+    label_sources: Counter[str] = field(default_factory=Counter)  # kind -> lines written
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> files
     skipped_files: int = 0
     unused_transcripts: int = 0
@@ -61,7 +62,10 @@ class BuildSummary:
             parts.append(f"skipped {self.skipped_files} ({why})")
         else:
             parts.append("skipped 0")
-        parts.append(f"labels: {self.labels}")
+        if self.label_sources:
+            parts.append("labels: " + ", ".join(f"{n} from {kind}" for kind, n in sorted(self.label_sources.items())))
+        else:
+            parts.append(f"labels: {self.labels}")
         if self.unused_transcripts:
             parts.append(f"{self.unused_transcripts} transcript(s) matched no audio file")
         parts.extend(self.notes)
@@ -122,7 +126,7 @@ def _check_config(cfg: ManifestConfig) -> tuple[str, tuple[str, ...]]:
 
 
 def _transcript_source(cfg: ManifestConfig, root: str,
-                       listing: Listing) -> LibriSpeechTranscripts | TableTranscripts | None | str:
+                       listing: Listing) -> LibriSpeechTranscripts | TableTranscripts | str:
     """The table, the LibriSpeech/sidecar lookup, or a string saying why there are no labels."""
     if cfg.labels == "none":
         return "none (--labels none)"
@@ -146,8 +150,59 @@ def write_dict(fh: TextIO, counts: Counter[str]) -> None:
         fh.write(f"{symbol} {count}\n")
 
 
+def _kind(t: Transcript, cfg: ManifestConfig) -> str:
+    if cfg.transcripts is not None:
+        return "--transcripts"
+    return "sidecar" if t.line is None else "*.trans.txt"
+
+
 def _where(t: Transcript) -> str:
     return t.source if t.line is None else f"{t.source}:{t.line}"
+
+
+def _printable(rel: str) -> str:
+    """A path as one TSV field: tabs and line breaks escaped (only bad_path files have them)."""
+    return rel.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+Source = LibriSpeechTranscripts | TableTranscripts
+
+
+def _check(entry: FileEntry, res: ProbeResult, root: str, cfg: ManifestConfig, source: Source | str,
+           text_cfg: TextConfig) -> tuple[list[tuple[str, str]], Transcript | None, str | None]:
+    """One file's bad-file reasons (code, detail), its transcript and its normalized words."""
+    info = res.info
+    reasons: list[tuple[str, str]] = []
+    if any(c in entry.rel for c in "\t\n\r"):
+        reasons.append(("bad_path", "the name holds a tab or line break, which a .tsv cannot"))
+    if info.error_kind is not None:
+        reasons.append((info.error_kind, info.error or ""))
+    elif info.frames == 0:
+        reasons.append(("empty", "0 frames"))
+    else:
+        if cfg.sample_rate and info.sample_rate != cfg.sample_rate:
+            reasons.append(("sample_rate", f"{info.sample_rate} Hz, expected {cfg.sample_rate}"))
+        if info.channels != 1:
+            reasons.append(("channels", f"{info.channels} channels, expected 1 (mono)"))
+    if isinstance(source, str):  # no labels this run
+        return reasons, None, None
+    # Transcripts are looked up for bad files too, so that unused entries are counted right.
+    found = source.lookup(entry.rel)
+    if found is None and res.sidecar_error is not None:
+        raise TranscriptError(os.path.join(root, entry.sidecar or ""), None, res.sidecar_error)
+    if found is None and res.sidecar_text is not None and entry.sidecar is not None:
+        found = sidecar_transcript(res.sidecar_text, os.path.join(root, entry.sidecar))
+    if found is None:
+        where = "it in --transcripts" if cfg.transcripts else "a *.trans.txt entry, .txt or .lab"
+        reasons.append(("no_transcript", f"no transcript (looked for {where})"))
+        return reasons, None, None
+    try:
+        words = normalize(found.text, text_cfg)
+    except NormalizationError as exc:
+        raise TranscriptError(found.source, found.line, str(exc)) from None
+    if not words:
+        reasons.append(("empty_transcript", f"empty transcript at {_where(found)}"))
+    return reasons, found, words
 
 
 def build(cfg: ManifestConfig) -> BuildSummary:
@@ -166,7 +221,7 @@ def build(cfg: ManifestConfig) -> BuildSummary:
     split_of = [cfg.split_name if rand.random() > cfg.valid_percent else VALID_SPLIT for _ in files]
 
     source = _transcript_source(cfg, root, listing)
-    labels = not isinstance(source, str) and source is not None
+    labels = not isinstance(source, str)
     skip = cfg.on_bad == "skip"
     split_names = [cfg.split_name] + ([VALID_SPLIT] if cfg.valid_percent > 0 else [])
     summary = BuildSummary(dest=cfg.dest, splits=[],
@@ -189,52 +244,24 @@ def build(cfg: ManifestConfig) -> BuildSummary:
                       file=sys.stderr, mininterval=0.5) as bar:
                 for i, entry in enumerate(files):
                     res = first if i == 0 else next(results.thing)
-                    info = res.info
-                    reasons: list[tuple[str, str]] = []
-                    if any(c in entry.rel for c in "\t\n\r"):
-                        reasons.append(("bad_path", "the name holds a tab or line break, which a .tsv cannot"))
-                    if info.error_kind is not None:
-                        reasons.append((info.error_kind, info.error or ""))
-                    elif info.frames == 0:
-                        reasons.append(("empty", "0 frames"))
-                    else:
-                        if cfg.sample_rate and info.sample_rate != cfg.sample_rate:
-                            reasons.append(("sample_rate", f"{info.sample_rate} Hz, expected {cfg.sample_rate}"))
-                        if info.channels != 1:
-                            reasons.append(("channels", f"{info.channels} channels, expected 1 (mono)"))
-                    words: str | None = None
-                    if labels:
-                        assert source is not None and not isinstance(source, str)
-                        found = source.lookup(entry.rel)
-                        if found is None and res.sidecar_error is not None:
-                            raise TranscriptError(os.path.join(root, entry.sidecar or ""), None, res.sidecar_error)
-                        if found is None and res.sidecar_text is not None and entry.sidecar is not None:
-                            found = sidecar_transcript(res.sidecar_text, os.path.join(root, entry.sidecar))
-                        if found is None:
-                            reasons.append(("no_transcript", "no transcript (looked for "
-                                            + ("it in --transcripts" if cfg.transcripts else
-                                               "a *.trans.txt entry, .txt or .lab") + ")"))
-                        else:
-                            try:
-                                words = normalize(found.text, text_cfg)
-                            except NormalizationError as exc:
-                                raise TranscriptError(found.source, found.line, str(exc)) from None
-                            if not words:
-                                reasons.append(("empty_transcript", f"empty transcript at {_where(found)}"))
+                    assert res is not None
+                    reasons, found, words = _check(entry, res, root, cfg, source, text_cfg)
                     out = outs[split_of[i]]
                     if reasons:
                         codes = ",".join(code for code, _ in reasons)
                         detail = "; ".join(d for _, d in reasons)
-                        bad.append((entry.rel, f"{codes}: {detail}"))
+                        shown = _printable(entry.rel)
+                        bad.append((shown, f"{codes}: {detail}"))
                         summary.skipped.update(code for code, _ in reasons)
                         if out.skipped is not None:
-                            out.skipped.write(f"{entry.rel}\t{codes}\t{detail}\n")
+                            out.skipped.write(f"{shown}\t{codes}\t{detail}\n")
                         bar.update(1)
                         continue
-                    out.add(entry.rel, info.frames, info.sample_rate, words)
+                    out.add(entry.rel, res.info.frames, res.info.sample_rate, words)
+                    if found is not None:
+                        summary.label_sources[_kind(found, cfg)] += 1
                     bar.update(1)
-            if labels:
-                assert source is not None and not isinstance(source, str)
+            if not isinstance(source, str):
                 source.finish()
                 summary.unused_transcripts = source.unused
             if bad and not skip:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import posixpath
+import signal
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Iterator, NamedTuple, Sequence
@@ -131,6 +132,12 @@ def _unflat(flat: _Flat) -> ProbeResult:
     return ProbeResult(AudioInfo(*flat[:5]), flat[5], flat[6])
 
 
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group: the parent handles it (cancels the pool,
+    # removes its temporary files); workers dying on it would only add a broken-pool error.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _pool_context() -> multiprocessing.context.BaseContext | None:
     # fork starts a worker in milliseconds with soundfile already imported and the file
     # list already in memory; spawn would cost more than a whole scan of a few thousand
@@ -158,7 +165,7 @@ def probe_files(root: str, files: Sequence[FileEntry], workers: int = 1, decode:
     token = id(files)
     if ctx is not None:
         _SHARED[token] = (root, files, decode, sidecars)  # before the first submit forks
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_sigint)
     pending: deque[Future[list[_Flat]]] = deque()
     try:
         def submit_next() -> None:
