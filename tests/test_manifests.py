@@ -18,6 +18,7 @@ import soundfile as sf
 from conftest import write_tone
 from manifests import BadFilesError, ManifestConfig, ManifestError, TranscriptError, build
 from manifests import builder as build_mod
+from manifests import scan
 
 FAIRSEQ_W2V = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / \
     "site-packages" / "fairseq" / "examples" / "wav2vec"
@@ -135,7 +136,13 @@ def test_valid_split_draw_is_fairseqs_and_deterministic(tmp_path: Path) -> None:
     assert (tmp_path / "b" / "valid.tsv").read_bytes() != (tmp_path / "a" / "valid.tsv").read_bytes()
 
 
-def test_rerun_is_byte_identical_any_worker_count(tmp_path: Path) -> None:
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 4 files, so that --workers 2 really uses the process pool on tiny trees."""
+    monkeypatch.setattr(scan, "_MAX_CHUNK", 4)
+
+
+def test_rerun_is_byte_identical_any_worker_count(tmp_path: Path, small_chunks: None) -> None:
     root = tmp_path / "LS"
     make_libri(root, utts=4)
     write_tone(root / "19" / "198" / "19-198-0009.flac", 0.2, sr=8000)  # one skipped file too
@@ -174,15 +181,16 @@ def test_no_transcripts_gives_manifest_only_and_options(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- sources
 
 
-@pytest.mark.parametrize("ext", [".txt", ".lab"])
-def test_sidecar_transcripts(tmp_path: Path, ext: str) -> None:
+@pytest.mark.parametrize("ext,workers", [(".txt", 1), (".lab", 2)])
+def test_sidecar_transcripts(tmp_path: Path, ext: str, workers: int, small_chunks: None) -> None:
     root = tmp_path / "corpus"
-    for i in range(3):
+    for i in range(9):
         write_tone(root / "spk" / f"utt{i}.wav", 0.1, seed=i)
         (root / "spk" / f"utt{i}{ext}").write_text(f"Hello, world number{i}!\nsecond  line\n")
-    build(cfg(root, tmp_path / "o", ext="wav"))
+    s = build(cfg(root, tmp_path / "o", ext="wav", workers=workers))
     assert (tmp_path / "o" / "train.wrd").read_text().splitlines() == \
-        [f"HELLO WORLD NUMBER{i} SECOND LINE" for i in range(3)]
+        [f"HELLO WORLD NUMBER{i} SECOND LINE" for i in range(9)]
+    assert "labels: 9 from sidecar" in s.line()
 
 
 def test_sidecar_not_utf8_names_file(tmp_path: Path) -> None:
@@ -191,6 +199,16 @@ def test_sidecar_not_utf8_names_file(tmp_path: Path) -> None:
     (root / "utt.txt").write_bytes(b"ok\ncaf\xe9\n")
     with pytest.raises(TranscriptError, match=r"utt\.txt: line 2: not UTF-8"):
         build(cfg(root, tmp_path / "o", ext="wav"))
+
+
+def test_name_with_tab_is_bad_path(tmp_path: Path) -> None:
+    root = tmp_path / "corpus"
+    write_tone(root / "ok.wav", 0.1)
+    write_tone(root / "a\tb.wav", 0.1)
+    s = build(cfg(root, tmp_path / "o", ext="wav", on_bad="skip"))
+    assert (tmp_path / "o" / "train.skipped.tsv").read_text().splitlines()[1] == \
+        "a\\tb.wav\tbad_path\tthe name holds a tab or line break, which a .tsv cannot"
+    assert s.splits[0].files == 1
 
 
 def test_transcripts_tsv_with_relative_paths(tmp_path: Path) -> None:
@@ -268,7 +286,9 @@ def test_librispeech_duplicate_id_and_digits_policy(tmp_path: Path) -> None:
 # reason -> how to plant it (into a LibriSpeech tree, as utterance 1/2/1-2-0009)
 def _plant(root: Path, reason: str, rel: str = "1/2/1-2-0009.flac") -> str:
     path = root / rel
-    if reason == "corrupt":
+    if reason == "unreadable":
+        path.symlink_to(root / "gone.flac")  # a dangling link: listed, but cannot be opened
+    elif reason == "corrupt":
         path.write_bytes(bytes(range(256)) * 8)
     elif reason == "empty":
         path.write_bytes(b"")
@@ -285,7 +305,7 @@ def _plant(root: Path, reason: str, rel: str = "1/2/1-2-0009.flac") -> str:
     return rel
 
 
-BAD_REASONS = ["corrupt", "empty", "sample_rate", "channels", "no_transcript", "empty_transcript"]
+BAD_REASONS = ["unreadable", "corrupt", "empty", "sample_rate", "channels", "no_transcript", "empty_transcript"]
 
 
 @pytest.mark.parametrize("reason", BAD_REASONS)
@@ -316,7 +336,7 @@ def test_bad_file_on_bad_skip_leaves_it_out_and_lists_it(tmp_path: Path, reason:
     assert f"skipped 1 ({reason} 1)" in s.line()
 
 
-def test_planted_faults_every_file_accounted_for(tmp_path: Path) -> None:
+def test_planted_faults_every_file_accounted_for(tmp_path: Path, small_chunks: None) -> None:
     """All faults at once, with a valid split and 2 workers: tsv + skipped == every audio file."""
     root, dest = tmp_path / "LS", tmp_path / "out"
     texts = make_libri(root, utts=4)
@@ -379,7 +399,9 @@ def test_stale_label_files_removed_when_lines_change(tmp_path: Path) -> None:
     build(cfg(root, dest))  # same lines, same words: train.spm still lines up, kept
     assert (dest / "train.spm").exists()
     write_tone(root / "19" / "198" / "19-198-0007.flac", 0.3)
-    build(cfg(root, dest, labels="none"))  # lines changed and no labels written: old ones go
+    build(cfg(root, dest, labels="none", on_bad="skip"))  # lines changed, no labels: old ones go
+    assert sorted(os.listdir(dest)) == ["dict.ltr.txt", "train.skipped.tsv", "train.tsv"]
+    build(cfg(root, dest, labels="none"))  # a run without --on-bad skip: its old report goes
     assert sorted(os.listdir(dest)) == ["dict.ltr.txt", "train.tsv"]
 
 
