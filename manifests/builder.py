@@ -52,6 +52,7 @@ class BuildSummary:
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> files
     skipped_files: int = 0
     unused_transcripts: int = 0
+    unused_examples: list[str] = field(default_factory=list)  # "id (file:line)", the first few
     removed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -67,7 +68,9 @@ class BuildSummary:
         else:
             parts.append(f"labels: {self.labels}")
         if self.unused_transcripts:
-            parts.append(f"{self.unused_transcripts} transcript(s) matched no audio file")
+            more = ", ..." if self.unused_transcripts > len(self.unused_examples) else ""
+            parts.append(f"{self.unused_transcripts} transcript(s) matched no audio file: "
+                         + ", ".join(self.unused_examples) + more)
         parts.extend(self.notes)
         return f"{' | '.join(parts)} -> {self.dest}"
 
@@ -264,6 +267,7 @@ def build(cfg: ManifestConfig) -> BuildSummary:
             if not isinstance(source, str):
                 source.finish()
                 summary.unused_transcripts = source.unused
+                summary.unused_examples = source.unused_examples
             if bad and not skip:
                 raise BadFilesError(root, bad)
             summary.skipped_files = len(bad)

@@ -54,6 +54,16 @@ def _decoded_lines(path: str) -> Iterator[tuple[int, str]]:
             yield number, text.rstrip("\r\n")
 
 
+_EXAMPLES = 3  # unused entries named in the summary (the rest are counted)
+
+
+def _note_unused(examples: list[str], entries: list[Transcript], key_of: list[str]) -> None:
+    for key, t in zip(key_of, entries):
+        if len(examples) >= _EXAMPLES:
+            return
+        examples.append(f"{key} ({t.source}:{t.line})")
+
+
 class LibriSpeechTranscripts:
     """``*.trans.txt`` files, one directory at a time."""
 
@@ -67,6 +77,7 @@ class LibriSpeechTranscripts:
         self._entries: dict[str, Transcript] = {}
         self._used: set[str] = set()
         self.unused = 0
+        self.unused_examples: list[str] = []
 
     def _load(self, rel_dir: str) -> dict[str, Transcript]:
         entries: dict[str, Transcript] = {}
@@ -86,7 +97,9 @@ class LibriSpeechTranscripts:
 
     def _close_dir(self) -> None:
         if self._dir is not None:
-            self.unused += len(self._entries.keys() - self._used)
+            left = sorted(self._entries.keys() - self._used)
+            self.unused += len(left)
+            _note_unused(self.unused_examples, [self._entries[k] for k in left], left)
             self._pending.discard(self._dir)
         self._dir, self._entries, self._used = None, {}, set()
 
@@ -105,7 +118,9 @@ class LibriSpeechTranscripts:
         """Count the entries of directories no audio file was looked up in."""
         self._close_dir()
         for rel_dir in sorted(self._pending):
-            self.unused += len(self._load(rel_dir))
+            entries = self._load(rel_dir)
+            self.unused += len(entries)
+            _note_unused(self.unused_examples, list(entries.values()), list(entries))
         self._pending.clear()
 
 
@@ -161,6 +176,7 @@ class TableTranscripts:
                                                     f"{self._entries[key].line}; keep one")
             self._entries[key] = Transcript(row[1], path, number)
         self.unused = 0
+        self.unused_examples: list[str] = []
 
     def _key(self, raw: str) -> str:
         key = raw.strip().replace("\\", "/")
@@ -186,7 +202,9 @@ class TableTranscripts:
         return None
 
     def finish(self) -> None:
-        self.unused = len(self._entries) - len(self._used_by)
+        left = [k for k in self._entries if k not in self._used_by]
+        self.unused = len(left)
+        _note_unused(self.unused_examples, [self._entries[k] for k in left], left)
 
 
 def sidecar_transcript(text: str, source: str) -> Transcript:

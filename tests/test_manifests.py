@@ -225,7 +225,8 @@ def test_transcripts_tsv_with_relative_paths(tmp_path: Path) -> None:
     _, man = read_tsv(tmp_path / "o" / "train.tsv")
     wrd = (tmp_path / "o" / "train.wrd").read_text().splitlines()
     assert dict(zip((r for r, _ in man), wrd)) == {f"d{i % 2}/clip{i}.wav": f"CLIP NUMBER {i}" for i in range(4)}
-    assert s.unused_transcripts == 1 and "1 transcript(s) matched no audio file" in s.line()
+    assert s.unused_transcripts == 1
+    assert f"1 transcript(s) matched no audio file: d9/missing.wav ({table}:5)" in s.line()
 
 
 def test_transcripts_csv_with_header_ids_and_quotes(tmp_path: Path) -> None:
@@ -355,6 +356,11 @@ def test_planted_faults_every_file_accounted_for(tmp_path: Path, small_chunks: N
         assert len((dest / f"{split}.wrd").read_text().splitlines()) == n
         assert len((dest / f"{split}.ltr").read_text().splitlines()) == n
     assert listed == {**{r: "ok" for r in texts}, **planted}
+    # a transcript whose audio is gone is named too
+    os.remove(root / "19" / "1240" / "19-1240-0001.flac")
+    s = build(cfg(root, dest, on_bad="skip"))
+    assert s.unused_transcripts == 1
+    assert f"matched no audio file: 19-1240-0001 ({root / '19' / '1240' / '19-1240.trans.txt'}:2)" in s.line()
     assert s.skipped == Counter(BAD_REASONS) and s.skipped_files == len(BAD_REASONS)
 
 
