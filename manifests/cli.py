@@ -61,13 +61,13 @@ def _parser_for(cls: type[T], prog: str, description: str, epilog: str | None = 
 
 def build_parser() -> argparse.ArgumentParser:
     return _parser_for(ManifestConfig, "w2v2-manifest",
-                       "Index a folder of audio into fairseq manifests (.tsv) and letter labels "
+                       "Index a folder of audio into fairseq manifests (.tsv) and letter labels\n"
                        "(.wrd/.ltr/dict.ltr.txt), checking every file's header.", _EPILOG)
 
 
 def spm_parser() -> argparse.ArgumentParser:
     return _parser_for(SpmConfig, "w2v2-manifest spm",
-                       "Train a sentencepiece model on a split's words and write {split}.spm "
+                       "Train a sentencepiece model on a split's words and write {split}.spm\n"
                        "labels and dict.spm.txt for every split.")
 
 
