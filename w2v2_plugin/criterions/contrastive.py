@@ -1,0 +1,222 @@
+"""Criterion ``w2v2_contrastive``: wav2vec 2.0's contrastive (InfoNCE) loss plus extra losses.
+
+Numerically the same as fairseq's ``wav2vec`` criterion (``Wav2vecCriterion``) for the
+same model output: cross-entropy over the K+1 candidates of every masked step (the true
+quantized target is candidate 0), plus ``loss_weights[i] * extra_loss[i] * sample_size``
+for the model's extra losses (diversity, feature penalty). What differs is how the
+statistics travel: every logging output is a plain number that can be *summed* across
+workers and gradient-accumulation steps (``logging_outputs_can_be_summed() -> True``);
+averages such as the code perplexity are rebuilt in ``reduce_metrics`` from a sum and a
+count. fairseq's version gathers Python lists instead, which needs CUDA under
+multi-process training and is slower on GPUs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+import torch
+import torch.nn.functional as F
+from fairseq import utils
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import FairseqDataclass
+from fairseq.logging import metrics
+from fairseq.logging.meters import safe_round
+
+from ..health import MONITOR
+
+# Internal logging keys: summed like the others, turned into averages / health checks in
+# reduce_metrics, never logged themselves.
+_FORWARDS = "_forwards"  # number of forward passes summed into this logging output
+_CODE_PPL = "_code_perplexity"
+_NUM_VARS = "_num_vars"
+_BUILTIN = {"loss", "ntokens", "nsentences", "sample_size", "correct", "count"}
+# fairseq's criterion can log raw logits/targets (for audio classification metrics): arrays
+# cannot be summed across workers, and wav2vec 2.0 pretraining does not use them.
+_UNSUMMABLE_LOG_KEYS = {"logits", "target"}
+
+
+@dataclass
+class W2v2ContrastiveConfig(FairseqDataclass):
+    infonce: bool = field(
+        default=False,
+        metadata={"help": "if set, uses cross entropy instead of binary cross entropy (i.e. InfoNCE loss)"},
+    )
+    # typing.List (not list[...]): fairseq's argparse bridge only parses typing generics
+    loss_weights: Optional[List[float]] = field(
+        default=None, metadata={"help": "weights for additional loss terms (not first one)"}
+    )
+    log_keys: List[str] = field(default_factory=lambda: [], metadata={"help": "output keys to log"})
+
+
+def _as_float(value: Any) -> float:
+    return float(value.detach()) if torch.is_tensor(value) else float(value)
+
+
+def _is_main_process() -> bool:
+    try:
+        import torch.distributed as dist
+
+        return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+    except Exception:  # pragma: no cover
+        return True
+
+
+@register_criterion("w2v2_contrastive", dataclass=W2v2ContrastiveConfig)
+class W2v2ContrastiveCriterion(FairseqCriterion):
+    def __init__(
+        self,
+        task: Any,
+        infonce: bool = False,
+        loss_weights: Optional[list[float]] = None,
+        log_keys: Optional[list[str]] = None,
+    ) -> None:
+        super().__init__(task)
+        self.infonce = infonce
+        self.loss_weights = None if loss_weights is None else [float(w) for w in loss_weights]
+        self.log_keys = [] if log_keys is None else list(log_keys)
+        bad = sorted(set(self.log_keys) & _UNSUMMABLE_LOG_KEYS)
+        if bad:
+            raise ValueError(
+                f"criterion.log_keys {bad} are not supported by w2v2_contrastive (arrays cannot be "
+                f"summed across workers); remove them from log_keys"
+            )
+
+    def forward(self, model: Any, sample: dict[str, Any], reduce: bool = True):
+        """Returns (loss, sample_size, logging_output); loss is summed over masked steps."""
+        net_output = model(**sample["net_input"])
+        logits = model.get_logits(net_output).float()  # (masked steps, K+1) for InfoNCE
+        target = model.get_targets(sample, net_output)  # (masked steps,): index 0 is the positive
+
+        weights = None
+        if hasattr(model, "get_target_weights") and not self.infonce:
+            weights = model.get_target_weights(target, net_output)
+            if torch.is_tensor(weights):
+                weights = weights.float()
+
+        reduction = "sum" if reduce else "none"
+        if self.infonce:
+            loss = F.cross_entropy(logits, target, reduction=reduction)
+        else:
+            loss = F.binary_cross_entropy_with_logits(logits, target.float(), weights, reduction=reduction)
+
+        if "sample_size" in sample:
+            sample_size = sample["sample_size"]
+        elif "mask_indices" in sample["net_input"]:
+            sample_size = sample["net_input"]["mask_indices"].sum()
+        else:
+            sample_size = target.numel() if self.infonce else target.long().sum().item()
+
+        losses = [loss.detach().clone()]
+        if self.loss_weights is not None:
+            if not hasattr(model, "get_extra_losses"):
+                raise ValueError("criterion.loss_weights is set but the model has no get_extra_losses()")
+            extra_losses = model.get_extra_losses(net_output)
+            if torch.is_tensor(extra_losses):
+                extra_losses = [extra_losses]
+            coefs = self.loss_weights
+            if len(coefs) == 1 and len(extra_losses) != 1:
+                coefs = coefs * len(extra_losses)  # one weight for all terms, as fairseq allows
+            if len(extra_losses) != len(coefs):
+                raise ValueError(
+                    f"criterion.loss_weights has {len(coefs)} weight(s) but the model returns "
+                    f"{len(extra_losses)} extra loss(es) (diversity, feature penalty); give one weight each"
+                )
+            for extra, coef in zip(extra_losses, coefs):
+                if coef != 0 and extra is not None:
+                    # scaled by sample_size because the main loss is a sum over masked steps
+                    term = coef * extra.float() * sample_size
+                    loss = loss + term
+                    losses.append(term)
+
+        logging_output: dict[str, Any] = {
+            "loss": loss.item() if reduce else loss.detach(),
+            "ntokens": sample_size,
+            "nsentences": sample["id"].numel(),
+            "sample_size": sample_size,
+            _FORWARDS: 1,
+        }
+        for key in self.log_keys:
+            if key in net_output:
+                logging_output[key] = _as_float(net_output[key])
+        if "code_perplexity" in net_output and "num_vars" in net_output:
+            logging_output[_CODE_PPL] = _as_float(net_output["code_perplexity"])
+            logging_output[_NUM_VARS] = _as_float(net_output["num_vars"])
+        if len(losses) > 1:
+            for i, term in enumerate(losses):
+                logging_output[f"loss_{i}"] = term.item() if reduce else term.detach()
+
+        if self.infonce:
+            with torch.no_grad():
+                if logits.numel() == 0:
+                    correct, count = 0, 0.0
+                else:
+                    is_max = logits.argmax(-1) == 0
+                    is_min = logits.argmin(-1) == 0
+                    # all candidates equal (argmax == argmin == 0) is not a correct prediction
+                    both = is_max & is_min
+                    correct = is_max.long().sum().item() - both.long().sum().item()
+                    count = float(is_max.numel())
+            logging_output["correct"] = correct
+            logging_output["count"] = count
+
+        if reduce:
+            terms = {f"loss_{i}": float(t.detach()) for i, t in enumerate(losses)} if len(losses) > 1 else None
+            MONITOR.observe_loss(float(logging_output["loss"]), terms)
+        return loss, sample_size, logging_output
+
+    @staticmethod
+    def reduce_metrics(logging_outputs: list[dict[str, Any]]) -> None:
+        """Aggregate logging outputs: a list of per-forward dicts or one already-summed dict."""
+        def total(key: str) -> float:
+            return utils.item(sum(log.get(key, 0) for log in logging_outputs))
+
+        loss_sum = total("loss")
+        ntokens = total("ntokens")
+        nsentences = total("nsentences")
+        sample_size = total("sample_size")
+        # old-style outputs without the counter (e.g. unsummed lists) count one each
+        forwards = total(_FORWARDS) if any(_FORWARDS in log for log in logging_outputs) else len(logging_outputs)
+
+        metrics.log_scalar("loss", loss_sum / (sample_size or 1) / math.log(2), sample_size, round=3)
+        metrics.log_scalar("ntokens", ntokens)
+        metrics.log_scalar("nsentences", nsentences)
+
+        correct = total("correct")
+        metrics.log_scalar("_correct", correct)
+        count = total("count")
+        metrics.log_scalar("_total", count)
+        if count > 0:
+            metrics.log_derived(
+                "accuracy",
+                lambda meters: safe_round(meters["_correct"].sum / meters["_total"].sum, 5)
+                if meters["_total"].sum > 0
+                else float("nan"),
+            )
+
+        keys: list[str] = []
+        for log in logging_outputs:
+            keys.extend(k for k in log if k not in keys)
+        for key in keys:
+            if key in _BUILTIN or key.startswith("_"):
+                continue
+            value = total(key)
+            if key.startswith("loss"):
+                metrics.log_scalar(key, value / (sample_size or 1) / math.log(2), sample_size, round=3)
+            else:
+                metrics.log_scalar(key, value / (forwards or 1), round=3)
+
+        # non-finite losses are reported by forward() on the rank that saw them
+        if forwards and _is_main_process():
+            if any(_CODE_PPL in log for log in logging_outputs):
+                MONITOR.observe_codebook(
+                    code_perplexity=total(_CODE_PPL) / forwards,
+                    num_vars=total(_NUM_VARS) / forwards,
+                    frames=sample_size / forwards,
+                )
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        """All logging outputs are numbers whose sums reduce_metrics understands."""
+        return True

@@ -1,0 +1,109 @@
+"""Plain-words warnings when wav2vec 2.0 training goes wrong, with the likely fix.
+
+Two failure modes users of fairseq hit without any warning:
+
+- **Codebook collapse**: the Gumbel quantizer ends up using a handful of its G*V entries
+  (code perplexity near G instead of hundreds). Contrastive accuracy then looks great
+  because the targets are trivial, and the representations are useless.
+- **Non-finite loss**: NaN/inf from a too-high learning rate, fp16 overflow, or broken
+  audio (silent, clipped, NaN samples); fairseq reports it only as a gradient overflow.
+
+The criterion feeds every step's numbers into :data:`MONITOR` (one per process); the
+monitor decides when to warn. Repeated warnings are thinned out (1st, 10th, 100th, ...
+occurrence) so that the log stays readable.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+logger = logging.getLogger("w2v2_plugin.health")
+
+
+@dataclass
+class HealthThresholds:
+    """When to call the codebook collapsed."""
+
+    min_code_usage: float = field(
+        default=0.1,
+        metadata={"help": "warn when code perplexity falls below this fraction of the codebook entries"},
+    )
+    patience: int = field(
+        default=20, metadata={"help": "... for this many consecutive updates (single steps are noisy)"}
+    )
+
+
+def _is_power_of_ten(n: int) -> bool:
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    return n == 1
+
+
+class TrainingHealth:
+    """Watches loss and code perplexity; returns (and logs) a message when something is wrong."""
+
+    def __init__(self, thresholds: Optional[HealthThresholds] = None) -> None:
+        self.thresholds = thresholds or HealthThresholds()
+        self.low_usage_streak = 0
+        self.collapse_warnings = 0
+        self.nonfinite_count = 0
+
+    def reset(self) -> None:
+        self.__init__(self.thresholds)  # type: ignore[misc]
+
+    def observe_loss(self, loss: float, terms: Optional[dict[str, float]] = None) -> Optional[str]:
+        """Warn when ``loss`` is NaN or infinite; ``terms`` (name -> value) say which part."""
+        if math.isfinite(loss):
+            return None
+        self.nonfinite_count += 1
+        if not _is_power_of_ten(self.nonfinite_count):
+            return None
+        bad = [name for name, value in (terms or {}).items() if not math.isfinite(value)]
+        which = f" (non-finite terms: {', '.join(bad)})" if bad else ""
+        msg = (
+            f"TRAINING HEALTH: the loss is {loss}{which}, seen {self.nonfinite_count} time(s) so far. "
+            f"Likely fixes: lower optimization.lr or lengthen lr_scheduler.warmup_updates; "
+            f"with fp16, fairseq skips such steps while it lowers the loss scale, but if it keeps "
+            f"happening try common.fp16=false or a smaller model.feature_grad_mult; check the audio "
+            f"for silent, clipped or NaN samples (task.normalize=true helps with very quiet or loud recordings)."
+        )
+        logger.warning(msg)
+        return msg
+
+    def observe_codebook(self, code_perplexity: float, num_vars: float, frames: float) -> Optional[str]:
+        """Warn when the codebook usage stays below ``min_code_usage`` for ``patience`` updates.
+
+        ``num_vars`` is G*V (all entries of all groups); ``frames`` is how many quantized
+        steps the perplexity was measured on: with fewer steps than entries a low perplexity
+        says nothing, so such batches are not counted either way.
+        """
+        if num_vars <= 0 or frames < num_vars or not math.isfinite(code_perplexity):
+            return None
+        usage = code_perplexity / num_vars
+        if usage >= self.thresholds.min_code_usage:
+            self.low_usage_streak = 0
+            return None
+        self.low_usage_streak += 1
+        if self.low_usage_streak < self.thresholds.patience:
+            return None
+        n = self.low_usage_streak - self.thresholds.patience + 1
+        if not _is_power_of_ten(n):
+            return None
+        self.collapse_warnings += 1
+        msg = (
+            f"TRAINING HEALTH: codebook collapse: code perplexity {code_perplexity:.1f} of "
+            f"{int(num_vars)} codebook entries ({100 * usage:.1f}% used) for "
+            f"{self.low_usage_streak} updates in a row; the quantizer uses a handful of codes, so "
+            f"contrastive accuracy is meaningless. Likely fixes: raise the diversity loss weight "
+            f"(criterion.loss_weights[0], e.g. 0.1 -> 0.5), lower optimization.lr or lengthen the "
+            f"warm-up, keep the Gumbel temperature high for longer (model.latent_temp), use more "
+            f"(and more varied) audio, and check that the audio is not mostly silence."
+        )
+        logger.warning(msg)
+        return msg
+
+
+# One monitor per process; the criterion's static reduce_metrics reports to it.
+MONITOR = TrainingHealth()
