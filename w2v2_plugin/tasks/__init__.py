@@ -1,2 +1,3 @@
 """Importing this subpackage registers its contents with fairseq."""
 from . import pretraining  # noqa: F401,E402
+from . import finetuning  # noqa: F401  (task w2v2_finetuning)
