@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("running")
     r.add_argument("--workers", type=int, default=default_workers(), help="decoding processes (default: CPUs)")
     r.add_argument("--max-tokens", type=int, default=1_600_000, help="audio samples per model batch")
+    r.add_argument("--device", default="auto", help="acoustic model device: auto (cuda if available) | cpu | cuda")
     r.add_argument("--chunk-seconds", type=float, default=ChunkConfig.chunk_seconds,
                    help=_help(ChunkConfig, "chunk_seconds"))
     r.add_argument("--context-seconds", type=float, default=ChunkConfig.context_seconds,
@@ -99,7 +100,7 @@ def config_from_args(args: argparse.Namespace):
     return InferConfig(data=data, subset=args.subset or "test", inputs=inputs or (), path=args.path,
                        dict=args.dict, emissions=args.emissions, save_emissions=args.save_emissions,
                        results_path=args.results_path, decoder=DecoderConfig(**dec), workers=max(1, args.workers),
-                       max_tokens=args.max_tokens, chunk=ChunkConfig(args.chunk_seconds, args.context_seconds),
+                       max_tokens=args.max_tokens, device=args.device, chunk=ChunkConfig(args.chunk_seconds, args.context_seconds),
                        tune=tune, progress=not args.quiet)
 
 

@@ -20,7 +20,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -66,8 +66,9 @@ class AcousticModel:
     """A loaded CTC model with its units, sample rate and input normalisation."""
 
     def __init__(self, model: torch.nn.Module, units: UnitDictionary, sample_rate: int = 16000,
-                 normalize: bool = False, source: str = "<memory>") -> None:
-        self.model = model.eval()
+                 normalize: bool = False, source: str = "<memory>", device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
         self.units = units
         self.sample_rate = sample_rate
         self.normalize = normalize
@@ -93,7 +94,7 @@ class AcousticModel:
         for i, w in enumerate(wavs):
             source[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
             padding[i, : len(w)] = False
-        net_out = self.model(source=source, padding_mask=padding)
+        net_out = self.model(source=source.to(self.device), padding_mask=padding.to(self.device))
         lprobs = self.model.get_normalized_probs(net_out, log_probs=True)  # (frame, batch, unit)
         lprobs = lprobs.transpose(0, 1).float().cpu()  # (batch, frame, unit)
         if lprobs.size(-1) != len(self.units):
@@ -131,9 +132,10 @@ class AcousticModel:
         k = max(0, round(chunk.context_seconds * self.sample_rate / s)) * s
         return c, k
 
-    def chunked_emissions(self, wav: np.ndarray, chunk: ChunkConfig, max_samples: int = 2_000_000
-                          ) -> np.ndarray:
-        """Stitch the centre frames of overlapping windows (``wav`` already normalised)."""
+    def chunked_emissions(self, wav: np.ndarray, chunk: ChunkConfig, max_samples: int = 2_000_000,
+                          on_progress: Callable[[float], None] | None = None) -> np.ndarray:
+        """Stitch the centre frames of overlapping windows (``wav`` already normalised);
+        ``on_progress(seconds)`` after each group of windows, for long files' progress bars."""
         c, k = self._window(chunk)
         stride = self.geometry.stride
         n_total = self.geometry.n_frames(len(wav))
@@ -151,6 +153,8 @@ class AcousticModel:
                 first = (s - a) // stride  # frame of the window that is global frame s / stride
                 lo, hi = s // stride, min((s + c) // stride, n_total)
                 pieces.append(em[first: first + (hi - lo)])
+            if on_progress is not None:
+                on_progress(sum(min(c, len(wav) - s) for s in group) / self.sample_rate)
         out = np.concatenate(pieces, axis=0)  # (frame, unit)
         return out
 
@@ -170,8 +174,17 @@ def _find_conv_layers(model: torch.nn.Module) -> list[tuple[int, int, int]]:
     return DEFAULT_CONV
 
 
-def load_acoustic_model(path: str | Path, data_dir: str | None = None, dict_path: str | None = None
-                        ) -> AcousticModel:
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DecodingError(f"--device {device}: no CUDA GPU visible to torch; use --device cpu")
+    return device
+
+
+def load_acoustic_model(path: str | Path, data_dir: str | None = None, dict_path: str | None = None,
+                        device: str = "cpu") -> AcousticModel:
     """Load a fine-tuned CTC checkpoint (plugin ``w2v2_ctc``, or fairseq ``wav2vec_ctc`` converted)."""
     import w2v2_plugin  # noqa: F401  (registers the plugin's tasks and models, as --user-dir does)
     from fairseq import checkpoint_utils
@@ -237,7 +250,7 @@ def load_acoustic_model(path: str | Path, data_dir: str | None = None, dict_path
     task_cfg = getattr(task, "cfg", None)
     sample_rate = int(getattr(task_cfg, "sample_rate", 16000) or 16000)
     normalize = bool(getattr(task_cfg, "normalize", False))
-    return AcousticModel(model, units, sample_rate, normalize, str(path))
+    return AcousticModel(model, units, sample_rate, normalize, str(path), resolve_device(device))
 
 
 def plan_batches(lengths: Sequence[int], max_samples: int, max_batch: int = 64) -> Iterator[list[int]]:

@@ -39,6 +39,7 @@ class InferConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     workers: int = field(default_factory=default_workers, metadata={"help": "decoding processes"})
     max_tokens: int = field(default=1_600_000, metadata={"help": "audio samples per model batch"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available) | cpu | cuda[:N]"})
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     tune: TuneConfig | None = field(default=None, metadata={"help": "search lm_weight/word_score first"})
     progress: bool = True
@@ -85,7 +86,7 @@ def compute_emissions(cfg: InferConfig, utts: list[Utterance], cache_dir: Path) 
     if not cfg.path:
         raise DecodingError("--path CHECKPOINT is required to compute emissions (or decode cached ones with "
                             "--emissions DIR)")
-    model = load_acoustic_model(cfg.path, data_dir=cfg.data, dict_path=cfg.dict)
+    model = load_acoustic_model(cfg.path, data_dir=cfg.data, dict_path=cfg.dict, device=cfg.device)
     cache = EmissionCache.create(cache_dir, model.units, model.frame_seconds, checkpoint=str(Path(cfg.path).resolve()),
                                  sample_rate=model.sample_rate)
     c, k = model._window(cfg.chunk)
@@ -106,9 +107,8 @@ def compute_emissions(cfg: InferConfig, utts: list[Utterance], cache_dir: Path) 
                 bar.update(round(len(wav) / sr, 1))
         for i in long:
             wav = model.prepare(read_audio(utts[i], sr))
-            em = model.chunked_emissions(wav, cfg.chunk, cfg.max_tokens)
+            em = model.chunked_emissions(wav, cfg.chunk, cfg.max_tokens, on_progress=lambda s: bar.update(round(s, 1)))
             cache.add(i, utts[i].id, utts[i].ref, len(wav) / sr, em)
-            bar.update(round(len(wav) / sr, 1))
     cache.finish()
     return cache, time.perf_counter() - t0
 
