@@ -1,0 +1,132 @@
+"""Pretraining step (forward, backward, optimizer step): plugin ``w2v2`` vs fairseq's ``wav2vec2``.
+
+Both models get the same weights, the same audio batch, the same span mask (``mask_indices``,
+drawn once and fed to both: their own random masks would differ), fairseq's own contrastive
+criterion (``wav2vec``, infonce, loss weights [0.1, 10]) and fairseq's own Adam. Distractors
+and dropout are drawn by each model from its own random stream (same amount of work).
+
+    python benchmarks/bench_pretrain_step.py --arch base --batch 2 --seconds 4
+    python benchmarks/bench_pretrain_step.py --arch tiny_cpu --batch 6 --seconds 4
+    python benchmarks/bench_pretrain_step.py --device cuda --dtype bf16 --peer-dtype fp16
+
+Prints a table (median/min/max seconds per step, peak memory of a fresh process per model)
+and, last, the ratio fairseq time / plugin time with the command, machine and date.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Dict
+
+import torch
+
+from common import (DTYPES, autocast, base_parser, batch_audio, build_pretrain_pair, child_memory,
+                    fairseq_adam, fairseq_w2v_config, machine_info, measure_memory_children,
+                    pretrain_arch, print_report, setup, summarize, time_alternating)
+
+MODELS = ("fairseq wav2vec2", "plugin w2v2")
+
+
+def make_sample(model: Any, audio: torch.Tensor, seed: int) -> Dict[str, Any]:
+    """A fairseq-style sample with a fixed span mask (BASE masking: p=0.65, length 10)."""
+    from w2v2_plugin.models.masking import compute_mask_indices
+
+    frames = int(model._get_feat_extract_output_lengths(torch.tensor(audio.size(1))))
+    g = torch.Generator().manual_seed(seed)
+    mask = compute_mask_indices((audio.size(0), frames), None, 0.65, 10, min_masks=2,
+                                require_same_masks=True, generator=g).to(audio.device)
+    return {"id": torch.arange(audio.size(0), device=audio.device),
+            "net_input": {"source": audio, "padding_mask": None, "mask_indices": mask}}
+
+
+def make_step(model: torch.nn.Module, sample: Dict[str, Any], device: torch.device,
+              dtype_name: str) -> Callable[[], float]:
+    from fairseq.criterions.wav2vec_criterion import Wav2vecCriterion
+
+    criterion = Wav2vecCriterion(None, infonce=True, loss_weights=[0.1, 10],
+                                 log_keys=["prob_perplexity", "code_perplexity", "temp"])
+    optimizer = fairseq_adam([p for p in model.parameters() if p.requires_grad])
+    scaler = torch.amp.GradScaler(device.type) if dtype_name == "fp16" else None
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, dtype_name):
+            loss, _, log = criterion(model, sample)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        return log["loss"]
+
+    return step
+
+
+def build_one(name: str, arch: str, seed: int) -> torch.nn.Module:
+    """One model alone (memory children: the weights' values do not matter, their size does)."""
+    torch.manual_seed(seed)
+    if name == MODELS[0]:
+        from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Model
+
+        return Wav2Vec2Model(fairseq_w2v_config(pretrain_arch(arch))).train()
+    import dataclasses
+
+    from w2v2_plugin.conversion import model_cfg_to_w2v2
+    from w2v2_plugin.models.config import W2v2Config
+    from w2v2_plugin.models.wav2vec2 import W2v2Model
+
+    fcfg = fairseq_w2v_config(pretrain_arch(arch))
+    return W2v2Model(W2v2Config(**model_cfg_to_w2v2(dataclasses.asdict(fcfg)))).train()
+
+
+def main() -> None:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--arch", choices=["base", "tiny_cpu"], default="tiny_cpu")
+    p.add_argument("--batch", type=int, default=2, help="utterances per batch")
+    p.add_argument("--seconds", type=float, default=4.0, help="length of each utterance")
+    args = p.parse_args()
+    device = setup(args)
+    audio = batch_audio(args.batch, args.seconds, args.seed, device)
+
+    if args.child:  # fresh process, one model: its peak memory over warm-up + 2 steps
+        model = build_one(args.child, args.arch, args.seed).to(device)
+        dtype = args.dtype if args.child == MODELS[1] else args.peer_dtype
+        sample = make_sample(model, audio, args.seed)
+        step = make_step(model, sample, device, dtype)
+        with child_memory(device):
+            for _ in range(args.warmup + 2):
+                step()
+        return
+
+    ref, ours = build_pretrain_pair(args.arch, args.seed)
+    ref, ours = ref.to(device), ours.to(device)
+    sample = make_sample(ours, audio, args.seed)
+    steps = {MODELS[0]: make_step(ref, sample, device, args.peer_dtype),
+             MODELS[1]: make_step(ours, sample, device, args.dtype)}
+    # the first losses agree up to dropout/distractor draws: a sanity check that the models
+    # compute the same thing (not a parity test; tests/test_model_parity.py is)
+    times = time_alternating(steps, args.warmup, args.repeats, device)
+    memory = {} if args.no_memory else measure_memory_children(MODELS)
+    rows = summarize(times, memory=memory)
+    med = {r.name: r.median_s for r in rows}
+    nparams = sum(p.numel() for p in ours.parameters())
+    masked = int(sample["net_input"]["mask_indices"][0].sum())
+    frames = sample["net_input"]["mask_indices"].size(1)
+    notes = [f"arch {args.arch} ({nparams / 1e6:.1f} M params), batch {args.batch} x {args.seconds:g} s "
+             f"({frames} frames, {masked} masked per row), LayerDrop 0 (equal work), dropout as the recipe",
+             f"precision: plugin {args.dtype}, fairseq {args.peer_dtype}; optimizer fairseq Adam; "
+             f"criterion fairseq wav2vec (infonce); warm-up {args.warmup}, {args.repeats} alternating repeats",
+             "step MB: peak minus resident memory before the first step (fresh process per model)"]
+    ratios = [(f"pretraining step, fairseq {args.peer_dtype} / plugin {args.dtype} (time)",
+               med[MODELS[0]] / med[MODELS[1]], None)]
+    if memory.get(MODELS[0]) and memory.get(MODELS[1]):
+        ratios.append(("peak memory, plugin / fairseq (lower is better)",
+                       memory[MODELS[1]]["peak_mb"] / memory[MODELS[0]]["peak_mb"], None))
+    print_report(f"pretraining step: {args.arch}, {args.device}", rows, ratios, machine_info(args.device),
+                 notes, json_path=args.json, times=times)
+
+
+if __name__ == "__main__":
+    main()
