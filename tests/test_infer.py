@@ -254,3 +254,10 @@ def test_cli_errors_are_one_line(tiny: SimpleNamespace, tmp_path: Path, capsys) 
     assert "sample rate 8000 Hz" in err([str(tmp_path / "8k.wav"), "--path", str(tiny.plugin)])
     assert "not a finished emission cache" in err(["--emissions", str(tmp_path)])
     assert "--decoder viterbi" in err(["--emissions", str(tmp_path), "--lm", "x.arpa"])
+    # a bad LM is reported before the acoustic model runs: no emissions are written
+    (tmp_path / "bad.arpa").write_text("not an lm\n")
+    (tmp_path / "lex.txt").write_text("CAT\tC A T |\n")
+    msg = err([str(tiny.data), "--subset", "test", "--path", str(tiny.plugin), "--decoder", "kenlm", "--lm",
+               str(tmp_path / "bad.arpa"), "--lexicon", str(tmp_path / "lex.txt"), "--save-emissions",
+               str(tmp_path / "em")])
+    assert "bad.arpa: not an ARPA or KenLM binary" in msg and not (tmp_path / "em").exists()

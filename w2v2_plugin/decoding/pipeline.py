@@ -13,8 +13,8 @@ from typing import Any, NamedTuple, Sequence
 from tqdm import tqdm
 
 from .cache import EmissionCache, jsonable, write_atomic
-from .decoders import DecoderConfig, Hypothesis
-from .emissions import ChunkConfig, load_acoustic_model, plan_batches
+from .decoders import DecoderConfig, Hypothesis, build_decoder
+from .emissions import AcousticModel, ChunkConfig, load_acoustic_model, plan_batches
 from .errors import DecodingError
 from .inputs import Utterance, from_manifest, from_paths, ids_unique, read_audio
 from .metrics import ErrorCounts, count_errors, rates, total
@@ -81,12 +81,17 @@ def collect_inputs(cfg: InferConfig) -> list[Utterance]:
     return utts
 
 
-def compute_emissions(cfg: InferConfig, utts: list[Utterance], cache_dir: Path) -> tuple[EmissionCache, float]:
-    """Run the acoustic model once over ``utts`` (batched by length, long ones chunked)."""
+def load_model(cfg: InferConfig) -> AcousticModel:
     if not cfg.path:
         raise DecodingError("--path CHECKPOINT is required to compute emissions (or decode cached ones with "
                             "--emissions DIR)")
-    model = load_acoustic_model(cfg.path, data_dir=cfg.data, dict_path=cfg.dict, device=cfg.device)
+    return load_acoustic_model(cfg.path, data_dir=cfg.data, dict_path=cfg.dict, device=cfg.device)
+
+
+def compute_emissions(cfg: InferConfig, model: AcousticModel, utts: list[Utterance], cache_dir: Path
+                      ) -> tuple[EmissionCache, float]:
+    """Run the acoustic model once over ``utts`` (batched by length, long ones chunked)."""
+    assert cfg.path is not None
     cache = EmissionCache.create(cache_dir, model.units, model.frame_seconds, checkpoint=str(Path(cfg.path).resolve()),
                                  sample_rate=model.sample_rate)
     c, k = model._window(cfg.chunk)
@@ -182,12 +187,16 @@ def run(cfg: InferConfig) -> InferSummary:
             cache = EmissionCache.open(cfg.emissions)
         else:
             utts = collect_inputs(cfg)
+            model = load_model(cfg)
+            # every lexicon/LM/unit check now, before the (possibly long) acoustic model run
+            build_decoder(cfg.decoder, model.units)
             if cfg.save_emissions:
                 cache_dir = Path(cfg.save_emissions)
             else:
                 tmp_dir = tempfile.mkdtemp(prefix=".w2v2_emissions_", dir=out_dir)
                 cache_dir = Path(tmp_dir)
-            cache, emission_seconds = compute_emissions(cfg, utts, cache_dir)
+            cache, emission_seconds = compute_emissions(cfg, model, utts, cache_dir)
+            del model
         dcfg, tuned_path = cfg.decoder, None
         if cfg.tune is not None:
             dcfg, tuned_path = run_tune(cache, cfg, out_dir)
