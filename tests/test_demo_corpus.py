@@ -79,6 +79,12 @@ def test_synthesis_small_deterministic(tmp_path: Path, have_espeak: bool) -> Non
     # The smaller labeled subset is a prefix of the larger one (nested, like libri-light).
     small = {f.name for f in (root / "train-0.25min").rglob("*.flac")}
     assert small < {f.name for f in (root / "train-0.5min").rglob("*.flac")}
+    # Even the smallest labeled subset spells every character of the dev/test transcripts.
+    small_chars = {c for t in (root / "train-0.25min").rglob("*.trans.txt")
+                   for line in t.read_text().splitlines() for c in line.split(" ", 1)[1]}
+    held_chars = {c for name in ("dev", "test") for t in (root / name).rglob("*.trans.txt")
+                  for line in t.read_text().splitlines() for c in line.split(" ", 1)[1]}
+    assert held_chars <= small_chars
     dev_words = set((tmp_path / "a" / "text" / "dev.txt").read_text().splitlines())
     assert not dev_words & set((tmp_path / "a" / "text" / "lm.txt").read_text().splitlines())
     # Same seed -> same bytes; a second call with the same config does nothing.

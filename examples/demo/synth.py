@@ -111,8 +111,23 @@ def _speak(job: tuple[str, list[str], str]) -> int:
     return sf.info(dest).frames
 
 
+def alphabet_first(order: list[int], sentences: list[Sentence]) -> list[int]:
+    """``order`` with a few sentences that together use every character of all ``sentences``
+    moved to the front (greedy cover, in ``order``'s order), so even the smallest labeled
+    subset holds the whole alphabet and its dict.ltr.txt covers dev/test."""
+    missing = {c for s in sentences for c in s.words.replace(" ", "")}
+    front: list[int] = []
+    while missing:
+        best = max(order, key=lambda i: len(missing & set(sentences[i].words)))
+        if not missing & set(sentences[best].words):
+            break
+        front.append(best)
+        missing -= set(sentences[best].words)
+    return front + [i for i in order if i not in set(front)]
+
+
 def _plan(split: str, sentences: list[Sentence], speakers: list[Speaker], seed: int,
-          cycle_speakers: bool) -> Iterator[Utterance]:
+          cycle_speakers: bool, cover_alphabet: bool = False) -> Iterator[Utterance]:
     """Endless (sentence, speaker) stream of one split, deterministic for the seed.
 
     Sentences go round in reshuffled passes (each sentence once per pass); speakers are drawn
@@ -123,9 +138,13 @@ def _plan(split: str, sentences: list[Sentence], speakers: list[Speaker], seed: 
     # Chapter code per split kind; labeled subsets keep their source's ids (same audio).
     split_code = {"train-unlabeled": 1, "dev": 8, "test": 9}.get(split, 2)
     k = 0
+    first = True
     while True:
         order = list(range(len(sentences)))
         rng.shuffle(order)
+        if first and cover_alphabet:
+            order = alphabet_first(order, sentences)
+        first = False
         for i in order:
             spk = speakers[k % len(speakers)] if cycle_speakers else rng.choice(speakers)
             k += 1
@@ -195,6 +214,12 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _identity(cfg: SynthConfig) -> dict:
+    """The config fields that decide the corpus' content (not where it is, nor how many
+    processes made it)."""
+    return asdict(cfg) | {"out": None, "jobs": None}
+
+
 def synthesize(cfg: SynthConfig, quiet: bool = False) -> dict:
     """Build the corpus described by ``cfg`` (or find it already built). Returns the summary
     stored in ``corpus.json``."""
@@ -202,7 +227,7 @@ def synthesize(cfg: SynthConfig, quiet: bool = False) -> dict:
     stamp = out / "corpus.json"
     if stamp.exists():
         old = json.loads(stamp.read_text())
-        if old.get("config") == asdict(cfg) | {"out": None}:
+        if old.get("config") == _identity(cfg):
             if not quiet:
                 print(f"synth: {stamp} matches this config; corpus already built, nothing to do")
             return old
@@ -227,8 +252,8 @@ def synthesize(cfg: SynthConfig, quiet: bool = False) -> dict:
     pool = Pool(cfg.jobs) if cfg.jobs > 1 else None
     try:
         def run(split: str, sentences: list[Sentence], spk: list[Speaker], minutes: float,
-                cycle: bool) -> list[tuple[Utterance, float]]:
-            stream = _plan(split, sentences, spk, cfg.seed, cycle)
+                cycle: bool, cover: bool = False) -> list[tuple[Utterance, float]]:
+            stream = _plan(split, sentences, spk, cfg.seed, cycle, cover)
             utts = _synthesize_until(stream, minutes * 60, root, pool, split)
             _write_transcripts(utts, root, split)
             results.append(SplitResult(split, len(utts), sum(d for _, d in utts),
@@ -239,7 +264,7 @@ def synthesize(cfg: SynthConfig, quiet: bool = False) -> dict:
         sizes = sorted(cfg.labeled_minutes)
         if sizes:
             largest = split_name(sizes[-1])
-            labeled = run(largest, text.train, speakers["train"], sizes[-1], False)
+            labeled = run(largest, text.train, speakers["train"], sizes[-1], False, cover=True)
             for minutes in sizes[:-1]:
                 name = split_name(minutes)
                 n, total = 0, 0.0
@@ -259,7 +284,7 @@ def synthesize(cfg: SynthConfig, quiet: bool = False) -> dict:
 
     elapsed = time.time() - start
     summary = {
-        "config": asdict(cfg) | {"out": None},
+        "config": _identity(cfg),
         "splits": {r.name: {"utterances": r.utterances, "seconds": round(r.seconds, 2),
                             "hours": round(r.seconds / 3600, 3),
                             "speakers": r.speakers} for r in results},

@@ -1,0 +1,114 @@
+"""The demo's results: a table (markdown + json) and a PNG of the training curves."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .logs import Curves
+
+# wav2vec 2.0 paper (Baevski et al. 2020, Table 1/9), BASE pretrained on LS-960, fine-tuned on
+# Libri-light's labeled subsets: LibriSpeech test-clean / test-other WER.
+PAPER_BASE: dict[tuple[int, str], tuple[float, float]] = {
+    (10, "viterbi"): (46.9, 50.9), (10, "4-gram"): (9.1, 15.6),
+    (60, "viterbi"): (24.5, 29.7), (60, "4-gram"): (5.5, 11.3),
+    (600, "viterbi"): (11.1, 17.6), (600, "4-gram"): (4.3, 9.5),
+}
+
+
+@dataclass
+class Row:
+    model: str            # "scratch" | "pretrained"
+    decoder: str          # "viterbi" | "4-gram"
+    test_wer: float
+    test_cer: float
+    dev_wer: float | None
+    lm_weight: float | None
+    word_score: float | None
+
+    def paper(self, labeled_minutes: float) -> str:
+        if self.model != "pretrained":
+            return "n/a (no from-scratch baseline)"
+        nearest = min({m for m, _ in PAPER_BASE}, key=lambda m: abs(m - labeled_minutes))
+        clean, other = PAPER_BASE[(nearest, self.decoder)]
+        size = f"{nearest} min" if nearest < 60 else f"{nearest // 60} h"
+        return f"{clean} / {other} (BASE, {size})"
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def table_markdown(rows: list[Row], labeled_minutes: float) -> str:
+    lines = ["| model | decoder | dev WER | test WER | test CER | LM weight / word score | "
+             "paper: LibriSpeech test clean / other WER |",
+             "|---|---|---:|---:|---:|---|---|"]
+    for r in rows:
+        lm = "-" if r.lm_weight is None else f"{r.lm_weight:.2f} / {r.word_score:.2f}"
+        lines.append(f"| {r.model} | {r.decoder} | {_fmt(r.dev_wer)} | {_fmt(r.test_wer)} | "
+                     f"{_fmt(r.test_cer)} | {lm} | {r.paper(labeled_minutes)} |")
+    return "\n".join(lines)
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_results(folder: Path, rows: list[Row], labeled_minutes: float, context: dict,
+                  commands: list[str]) -> tuple[Path, Path]:
+    """results.md (table, setup, commands) and results.json in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = table_markdown(rows, labeled_minutes)
+    md = ["# w2v2-plugin demo results", "",
+          f"Labeled data: {labeled_minutes:g} min; WER/CER in %. Test = held-out sentences read by "
+          "held-out synthetic speakers; LM weight and word score tuned on dev.", "",
+          table, "", "## Setup", "", "```json", json.dumps(context, indent=1), "```", "",
+          "## Commands (as run)", "", "```", *commands, "```", ""]
+    md_path, json_path = folder / "results.md", folder / "results.json"
+    _atomic(md_path, "\n".join(md))
+    _atomic(json_path, json.dumps({"labeled_minutes": labeled_minutes, "rows": [asdict(r) for r in rows],
+                                   "context": context, "commands": commands}, indent=1) + "\n")
+    return md_path, json_path
+
+
+def plot_curves(path: Path, pretrain: Curves, finetune: dict[str, Curves]) -> Path | None:
+    """2 x 2 panels: pretraining contrastive accuracy, code perplexity; fine-tuning train loss,
+    dev WER (one line per fine-tuned model). Returns None if matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: matplotlib not installed (pip install matplotlib, the `plot` extra): no curves PNG")
+        return None
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    (a_acc, a_ppl), (a_loss, a_wer) = axes
+    x, y = pretrain.series("train_inner", "accuracy")
+    a_acc.plot(x, y, color="tab:blue")
+    a_acc.set(title="pretraining: contrastive accuracy", xlabel="update", ylabel="accuracy")
+    for key, color in (("code_perplexity", "tab:orange"), ("prob_perplexity", "tab:green")):
+        x, y = pretrain.series("train_inner", key)
+        a_ppl.plot(x, y, label=key, color=color)
+    a_ppl.set(title="pretraining: codebook perplexity", xlabel="update", ylabel="perplexity")
+    a_ppl.legend()
+    for name, curves in finetune.items():
+        x, y = curves.series("train_inner", "loss")
+        a_loss.plot(x, y, label=name)
+        x, y = curves.series("valid", "valid_wer")
+        a_wer.plot(x, y, marker="o", label=name)
+    a_loss.set(title="fine-tuning: CTC loss (train)", xlabel="update", ylabel="loss (bits)")
+    a_wer.set(title="fine-tuning: dev WER (Viterbi)", xlabel="update", ylabel="WER %")
+    a_loss.legend()
+    a_wer.legend()
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".part.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
