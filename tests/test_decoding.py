@@ -1,7 +1,6 @@
 """Decoders on synthetic emissions built from known text (no acoustic model needed)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np

@@ -25,7 +25,6 @@ from omegaconf import OmegaConf
 import w2v2_plugin  # noqa: F401
 from w2v2_plugin.cli.infer import main as infer_main
 from w2v2_plugin.conversion_ctc import convert_wav2vec_ctc_file
-from w2v2_plugin.decoding import DecodingError
 from w2v2_plugin.decoding.emissions import ChunkConfig, load_acoustic_model
 
 LETTERS = "|ETAOINSHRDLUCMWFGYPBVKXJQZ'"

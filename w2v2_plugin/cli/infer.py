@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from dataclasses import fields
 from typing import Sequence
@@ -31,7 +30,8 @@ DECODER_FLAGS = ("lm", "lexicon", "beam", "beam_size_token", "beam_threshold", "
 def _help(cls: type, name: str) -> str:
     f = next(f for f in fields(cls) if f.name == name)
     default = f.default if f.default is not f.default_factory else None  # type: ignore[misc]
-    return f"{f.metadata.get('help', '')} (default: {default})"
+    text = f.metadata.get("help", "")
+    return text if "default" in text else f"{text} (default: {default})"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,6 @@ compiled maximum, or on an unfinished binary. These checks turn each case into o
 """
 from __future__ import annotations
 
-import gzip
 import struct
 from dataclasses import dataclass
 from pathlib import Path
