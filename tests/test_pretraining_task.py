@@ -101,3 +101,18 @@ def test_bad_data_stops_load_dataset(tmp_path: Path) -> None:
         _task(data).load_dataset("train")
     with pytest.raises(ManifestError, match=r"test\.tsv: manifest not found"):
         _task(data).load_dataset("test")
+
+
+def test_post_save_script_gets_a_frozen_copy(tmp_path: Path) -> None:
+    data = _data(tmp_path)
+    marker = tmp_path / "ran.txt"
+    script = tmp_path / "eval.sh"
+    script.write_text(f"#!/bin/sh\necho \"$1\" > {marker}\n")
+    script.chmod(0o755)
+    ckpt = tmp_path / "checkpoint_last.pt"
+    ckpt.write_bytes(b"weights")
+    _task(data).post_save(str(ckpt), 7)  # no script: nothing happens
+    assert not (tmp_path / "checkpoint_eval_7.pt").exists()
+    _task(data, post_save_script=str(script)).post_save(str(ckpt), 7)
+    assert (tmp_path / "checkpoint_eval_7.pt").read_bytes() == b"weights"
+    assert marker.read_text().strip() == str(tmp_path / "checkpoint_eval_7.pt")

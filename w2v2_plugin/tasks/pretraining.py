@@ -10,10 +10,12 @@ to add targets to the audio dataset of a split; :meth:`build_audio_dataset` and
 :meth:`manifest_path` are the other hooks. ``load_dataset`` calls them in that order and
 then applies ``subsample``.
 """
-from __future__ import annotations
 
 import logging
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 from argparse import Namespace
 from dataclasses import dataclass, field
@@ -104,7 +106,8 @@ class W2v2PretrainingConfig(FairseqDataclass):
     )
     post_save_script: Optional[str] = field(
         default=None,
-        metadata={"help": "kept for config compatibility; fairseq 0.12's trainer never runs it"},
+        metadata={"help": "after each checkpoint save, copy it to checkpoint_eval_{num_updates}.pt "
+                          "and run this command with that path as its last argument"},
     )
     subsample: float = field(default=1, metadata={"help": "use this fraction of each split (random, seeded)"})
     seed: int = II("common.seed")
@@ -190,6 +193,18 @@ class W2v2PretrainingTask(FairseqTask):
         if subsample < 1:
             dataset = SubsampleDataset(dataset, subsample, shuffle=True, seed=_cfg_get(task_cfg, "seed", 1))
         self.datasets[split] = dataset
+
+    def post_save(self, cp_path: str, num_updates: int) -> None:
+        """fairseq's train loop calls this after saving: hand a frozen copy to an eval script."""
+        script = _cfg_get(self.cfg, "post_save_script")
+        if script is None:
+            return
+        eval_path = os.path.join(os.path.dirname(cp_path), f"checkpoint_eval_{num_updates}.pt")
+        tmp = eval_path + ".tmp"
+        shutil.copyfile(cp_path, tmp)
+        os.replace(tmp, eval_path)  # never leave a half-copied checkpoint for the script
+        logger.info(f"launching post_save_script: {script} {eval_path}")
+        subprocess.call(shlex.split(script) + [eval_path])
 
     def max_positions(self) -> tuple[int, int]:
         """Long utterances are cropped, never filtered, so there is no length limit."""
