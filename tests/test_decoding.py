@@ -175,3 +175,35 @@ def test_sentencepiece_units(tmp_path: Path) -> None:
     cfg = DecoderConfig(type="kenlm", lm=str(lm.binary), lexicon=str(lm.lexicon))
     hyp = build_decoder(cfg, units).decode(utt.emissions)[0]
     assert hyp.text == ref and hyp.words == tuple(utt.spans)
+
+
+@needs_kenlm
+@pytest.mark.parametrize("kind", ["kenlm", "lexfree"])
+def test_streaming_beam_search_on_long_input_matches_offline(letter_setup: dict, kind: str) -> None:
+    """Inputs above ``stream_after`` frames are decoded in blocks with a bounded history."""
+    units = letter_setup["units"]
+    sentences = [s for s in CORPUS.upper().splitlines() if s]
+    text = " ".join(sentences * 8)
+    seq = letter_units(text, units)
+    words = text.split()
+    # plant a confusion in every 7th word's first letter ("C" -> "K" etc. never spells a lexicon word)
+    pos, conf = 0, {}
+    for i, w in enumerate(words):
+        if i % 7 == 3:
+            conf[pos] = units.index("K")
+        pos += len(w) + 1
+    utt = synthesize(units, seq, np.random.default_rng(5), confusions=conf)
+    assert utt.emissions.shape[0] > 1500
+    if kind == "kenlm":
+        lm = letter_setup["lm"]
+        base = DecoderConfig(type="kenlm", lm=str(lm.binary), lexicon=str(lm.lexicon), beam=30, word_score=0.0)
+    else:
+        base = DecoderConfig(type="lexfree", lm=str(letter_setup["unit_lm"].binary), beam=30)
+    offline = build_decoder(base, units).decode(utt.emissions)[0]
+    cfg = DecoderConfig(**{**base.to_dict(), "stream_after": 500, "stream_lookback": 100})
+    streamed = build_decoder(cfg, units).decode(utt.emissions)
+    assert len(streamed) == 1 and len(streamed[0].frames) == utt.emissions.shape[0]
+    assert streamed[0].text == offline.text
+    assert streamed[0].frames == offline.frames and streamed[0].score == pytest.approx(offline.score, rel=1e-5)
+    if kind == "kenlm":
+        assert offline.text == text

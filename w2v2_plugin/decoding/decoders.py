@@ -45,6 +45,10 @@ class DecoderConfig:
                                                                    "(-inf: lexicon words only)"})
     sil_weight: float = field(default=0.0, metadata={"help": "score added per silence unit"})
     nbest: int = field(default=1, metadata={"help": "hypotheses returned per utterance"})
+    stream_after: int = field(default=15000, metadata={"help": "frames (15000 = 5 min) above which the beam "
+                                                                "search runs in blocks keeping a bounded history "
+                                                                "(memory bounded; 1-best only)"})
+    stream_lookback: int = field(default=250, metadata={"help": "frames of full beam history kept when streaming"})
 
     def __post_init__(self) -> None:
         if self.type not in DECODER_TYPES:
@@ -116,13 +120,59 @@ class _FlashlightDecoder:
 
     units: UnitDictionary
     nbest: int
+    stream_after: int = 15000
+    stream_lookback: int = 250
+    _lm_weight: float = 0.0
+    _word_score: float = 0.0
+    _sil_weight: float = 0.0
     _decoder: object
+
+    def _decode_streaming(self, em: np.ndarray) -> list[Hypothesis]:
+        """Long inputs: decode block by block, committing the best path older than the
+        look-back window and pruning the rest, so memory does not grow with the file's length.
+
+        ``get_best_hypothesis(lookback)`` returns the path up to ``lookback`` frames ago, starting
+        with the last token of the previous piece (or the start sentinel); after ``prune`` the
+        decoder keeps only that path's end as its root. Concatenating the pieces (minus each
+        later piece's first token) gives the same token sequence as an offline decode whenever
+        the committed prefix was already decided, which the tests check.
+        """
+        dec = self._decoder
+        n_frames, n_units = em.shape
+        block = max(self.stream_lookback, 1000)
+        ptr, row = em.ctypes.data, n_units * em.itemsize
+        pieces: list[list[int]] = []
+        dec.decode_begin()  # type: ignore[attr-defined]
+        for start in range(0, n_frames, block):
+            n = min(block, n_frames - start)
+            dec.decode_step(ptr + start * row, n, n_units)  # type: ignore[attr-defined]
+            if start + n < n_frames:
+                pieces.append(list(dec.get_best_hypothesis(self.stream_lookback).tokens))  # type: ignore[attr-defined]
+                dec.prune(self.stream_lookback)  # type: ignore[attr-defined]
+        dec.decode_end()  # type: ignore[attr-defined]
+        finals = dec.get_all_final_hypothesis()  # type: ignore[attr-defined]
+        if not finals:
+            logger.warning("beam search found no complete hypothesis; using the Viterbi path")
+            return ViterbiDecoder(self.units).decode(em)
+        best = finals[0]
+        pieces.append(list(best.tokens))
+        tokens = pieces[0] + [t for p in pieces[1:] for t in p[1:]]
+        frames = _extend_word_ends(tokens[1: n_frames + 1], em, self.units)
+        # am/lm scores are running totals, but prune() re-bases the total score: rebuild it
+        hyp = _make_hypothesis(self.units, frames, 0.0, best.emittingModelScore, best.lmScore)
+        sil = self.units.silence
+        n_sil = sum(1 for i, f in enumerate(tokens) if f == sil and (i == 0 or tokens[i - 1] != sil))
+        score = hyp.am_score + self._lm_weight * hyp.lm_score + self._word_score * len(hyp.words) \
+            + self._sil_weight * n_sil
+        return [hyp._replace(score=score)]
 
     def decode(self, emissions: np.ndarray) -> list[Hypothesis]:
         em = _check_emissions(emissions, self.units)  # (frame, unit), C-contiguous float32
         n_frames, n_units = em.shape
         if n_frames == 0:
             return [_make_hypothesis(self.units, [], 0.0, 0.0, 0.0)]
+        if n_frames > self.stream_after:
+            return self._decode_streaming(em)
         # flashlight reads the buffer through a raw pointer: ``em`` must stay alive for the call.
         results = self._decoder.decode(em.ctypes.data, n_frames, n_units)  # type: ignore[attr-defined]
         hyps: list[Hypothesis] = []
@@ -223,6 +273,8 @@ class KenLMDecoder(_FlashlightDecoder):
             raise DecodingError("the kenlm decoder needs --lm (word n-gram) and --lexicon; build both with "
                                 "'w2v2-lm build CORPUS --dict DICT --out DIR'")
         self.units, self.nbest = units, cfg.nbest
+        self.stream_after, self.stream_lookback = cfg.stream_after, cfg.stream_lookback
+        self._lm_weight, self._word_score, self._sil_weight = cfg.lm_weight, cfg.word_score, cfg.sil_weight
         units.kind  # raises when the units have no word boundary
         info = inspect_lm(cfg.lm)
         lexicon: Lexicon = load_lexicon(cfg.lexicon, units)
@@ -263,6 +315,8 @@ class LexiconFreeDecoder(_FlashlightDecoder):
         from flashlight.lib.text.decoder import LexiconFreeDecoderOptions, ZeroLM
 
         self.units, self.nbest = units, cfg.nbest
+        self.stream_after, self.stream_lookback = cfg.stream_after, cfg.stream_lookback
+        self._lm_weight, self._sil_weight = (cfg.lm_weight if cfg.lm else 0.0), cfg.sil_weight
         if cfg.lexicon:
             raise DecodingError("the lexfree decoder takes no --lexicon (use --decoder kenlm for lexicon decoding)")
         if cfg.lm:
