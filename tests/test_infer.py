@@ -260,3 +260,17 @@ def test_cli_errors_are_one_line(tiny: SimpleNamespace, tmp_path: Path, capsys) 
                str(tmp_path / "bad.arpa"), "--lexicon", str(tmp_path / "lex.txt"), "--save-emissions",
                str(tmp_path / "em")])
     assert "bad.arpa: not an ARPA or KenLM binary" in msg and not (tmp_path / "em").exists()
+
+
+def test_manifest_references_from_ltr_and_line_count_check(tmp_path: Path) -> None:
+    from w2v2_plugin.decoding.inputs import from_manifest
+
+    write_tone(tmp_path / "a.wav", 0.2)
+    write_tone(tmp_path / "b.wav", 0.3)
+    (tmp_path / "dev.tsv").write_text(f"{tmp_path}\na.wav\t3200\nb.wav\t4800\n")
+    (tmp_path / "dev.ltr").write_text("T H E | C A T |\nA |\n")
+    utts = from_manifest(tmp_path, "dev")
+    assert [(u.id, u.ref, u.n_samples) for u in utts] == [("a", "THE CAT", 3200), ("b", "A", 4800)]
+    (tmp_path / "dev.wrd").write_text("ONLY ONE LINE\n")  # .wrd wins over .ltr, and must match the manifest
+    with pytest.raises(Exception, match=r"dev.wrd: 1 transcript lines for 2 utterances"):
+        from_manifest(tmp_path, "dev")
