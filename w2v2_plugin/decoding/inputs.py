@@ -27,8 +27,9 @@ def _ref_lines(manifest: Path, subset: str, n: int) -> list[str] | None:
     for ext, to_words in (("wrd", False), ("ltr", True)):
         p = manifest.parent / f"{subset}.{ext}"
         if p.is_file():
-            lines = p.read_text(encoding="utf-8").split("\n")
-            while lines and lines[-1] == "" and len(lines) > n:
+            text = p.read_text(encoding="utf-8")
+            lines = text.split("\n")
+            if text.endswith("\n"):  # the final newline ends the last line; it starts no new one
                 lines.pop()
             if len(lines) != n:
                 raise DecodingError(f"{p}: {len(lines)} transcript lines for {n} utterances in {manifest}; "
