@@ -314,6 +314,12 @@ class GumbelQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor, produce_targets: bool = False) -> QuantizerOutput:
         # x: (batch, frame, feature)
+        if torch.is_autocast_enabled(x.device.type):
+            # mixed precision (bf16/fp16): the quantizer stays in fp32. The code choice is an
+            # argmax over logits, and bf16 rounding (8 bits of mantissa) flips near-ties, which
+            # changes targets and the perplexity that the diversity loss is built on.
+            with torch.autocast(x.device.type, enabled=False):
+                return self.forward(x.float(), produce_targets)
         bsz, tsz, _ = x.shape
         logits = self.weight_proj(x).view(bsz * tsz, self.groups, self.num_vars)
         idx = logits.argmax(dim=-1)  # (batch*frame, groups)
