@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from common import (autocast, base_parser, batch_audio, build_ctc_pair, build_fairseq_ctc, build_plugin_ctc,
                     child_memory, fairseq_adam, finetune_overrides, machine_info, measure_memory_children,
-                    print_report, save_fairseq_pretrained, setup, summarize, time_alternating)
+                    memory_ratio, print_report, save_fairseq_pretrained, setup, summarize,
+                    time_alternating, time_ratios)
 
 MODELS = ("fairseq wav2vec_ctc", "plugin w2v2_ctc")
 
@@ -89,18 +90,14 @@ def main() -> None:
     times = time_alternating(steps, args.warmup, args.repeats, device)
     memory = {} if args.no_memory else measure_memory_children(MODELS)
     rows = summarize(times, memory=memory)
-    med = {r.name: r.median_s for r in rows}
     nparams = sum(p.numel() for p in ours.parameters())
     notes = [f"pretrained arch {args.arch} ({nparams / 1e6:.1f} M params), batch {args.batch} x {args.seconds:g} s, "
              "base_10h masking, frozen feature encoder, LayerDrop 0 (equal work)",
              f"precision: plugin {args.dtype}, fairseq {args.peer_dtype}; optimizer fairseq Adam; CTC loss sum; "
              f"warm-up {args.warmup}, {args.repeats} alternating repeats",
              "step MB: peak minus resident memory before the first step (fresh process per model)"]
-    ratios = [(f"fine-tuning step, fairseq {args.peer_dtype} / plugin {args.dtype} (time)",
-               med[MODELS[0]] / med[MODELS[1]], None)]
-    if memory.get(MODELS[0]) and memory.get(MODELS[1]):
-        ratios.append(("peak memory, plugin / fairseq (lower is better)",
-                       memory[MODELS[1]]["peak_mb"] / memory[MODELS[0]]["peak_mb"], None))
+    ratios = (time_ratios(f"fine-tuning step, fairseq {args.peer_dtype} / plugin {args.dtype}", rows, MODELS[0], MODELS[1])
+              + memory_ratio(rows, MODELS[0], MODELS[1]))
     print_report(f"CTC fine-tuning step: {args.arch}, {args.device}", rows, ratios, machine_info(args.device),
                  notes, json_path=args.json, times=times)
 

@@ -19,8 +19,8 @@ import torch
 
 from common import (autocast, base_parser, batch_audio, build_ctc_pair, build_fairseq_ctc, build_plugin_ctc,
                     child_memory, finetune_overrides, machine_info, measure_memory_children,
-                    plugin_ctc_to_hf, print_report, save_fairseq_pretrained, setup, summarize,
-                    time_alternating)
+                    memory_ratio, plugin_ctc_to_hf, print_report, save_fairseq_pretrained, setup,
+                    summarize, time_alternating, time_ratios)
 
 MODELS = ("fairseq wav2vec_ctc", "transformers Wav2Vec2ForCTC", "plugin w2v2_ctc")
 
@@ -91,7 +91,6 @@ def main() -> None:
     memory = {} if args.no_memory else measure_memory_children(MODELS)
     work = args.batch * args.seconds
     rows = summarize(times, work=work, memory=memory)
-    med = {r.name: r.median_s for r in rows}
     nparams = sum(p.numel() for p in ours.parameters())
     notes = [f"arch {args.arch} ({nparams / 1e6:.1f} M params), batch {args.batch} x {args.seconds:g} s, "
              f"eval + inference_mode, CTC log-probs out",
@@ -100,13 +99,9 @@ def main() -> None:
              f"precision: plugin {args.dtype}, peers {args.peer_dtype}; warm-up {args.warmup}, "
              f"{args.repeats} alternating repeats",
              "step MB: peak minus resident memory before the first call (fresh process per model)"]
-    ratios = [(f"inference, fairseq / plugin (time; = plugin / fairseq audio-s per s)",
-               med[MODELS[0]] / med[MODELS[2]], None),
-              (f"inference, transformers / plugin (time)", med[MODELS[1]] / med[MODELS[2]], None)]
-    for peer in MODELS[:2]:
-        if memory.get(peer) and memory.get(MODELS[2]):
-            ratios.append((f"peak memory, plugin / {peer.split()[0]} (lower is better)",
-                           memory[MODELS[2]]["peak_mb"] / memory[peer]["peak_mb"], None))
+    ratios = (time_ratios("inference, fairseq / plugin (= plugin / fairseq audio s per s)", rows, MODELS[0], MODELS[2])
+              + time_ratios("inference, transformers / plugin", rows, MODELS[1], MODELS[2])
+              + memory_ratio(rows, MODELS[0], MODELS[2]) + memory_ratio(rows, MODELS[1], MODELS[2]))
     print_report(f"inference: {args.arch}, {args.device}", rows, ratios, machine_info(args.device), notes,
                  throughput_label="audio s / s", json_path=args.json, times=times)
 

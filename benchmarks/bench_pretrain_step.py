@@ -14,15 +14,15 @@ and, last, the ratio fairseq time / plugin time with the command, machine and da
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any, Callable, Dict
 
 import torch
 
-from common import (DTYPES, autocast, base_parser, batch_audio, build_pretrain_pair, child_memory,
+from common import (autocast, base_parser, batch_audio, build_pretrain_pair, child_memory,
                     fairseq_adam, fairseq_w2v_config, machine_info, measure_memory_children,
-                    pretrain_arch, print_report, setup, summarize, time_alternating)
+                    pretrain_arch, memory_ratio, print_report, setup, summarize, time_alternating,
+                    time_ratios)
 
 MODELS = ("fairseq wav2vec2", "plugin w2v2")
 
@@ -110,7 +110,6 @@ def main() -> None:
     times = time_alternating(steps, args.warmup, args.repeats, device)
     memory = {} if args.no_memory else measure_memory_children(MODELS)
     rows = summarize(times, memory=memory)
-    med = {r.name: r.median_s for r in rows}
     nparams = sum(p.numel() for p in ours.parameters())
     masked = int(sample["net_input"]["mask_indices"][0].sum())
     frames = sample["net_input"]["mask_indices"].size(1)
@@ -119,11 +118,8 @@ def main() -> None:
              f"precision: plugin {args.dtype}, fairseq {args.peer_dtype}; optimizer fairseq Adam; "
              f"criterion fairseq wav2vec (infonce); warm-up {args.warmup}, {args.repeats} alternating repeats",
              "step MB: peak minus resident memory before the first step (fresh process per model)"]
-    ratios = [(f"pretraining step, fairseq {args.peer_dtype} / plugin {args.dtype} (time)",
-               med[MODELS[0]] / med[MODELS[1]], None)]
-    if memory.get(MODELS[0]) and memory.get(MODELS[1]):
-        ratios.append(("peak memory, plugin / fairseq (lower is better)",
-                       memory[MODELS[1]]["peak_mb"] / memory[MODELS[0]]["peak_mb"], None))
+    ratios = (time_ratios(f"pretraining step, fairseq {args.peer_dtype} / plugin {args.dtype}", rows, MODELS[0], MODELS[1])
+              + memory_ratio(rows, MODELS[0], MODELS[1]))
     print_report(f"pretraining step: {args.arch}, {args.device}", rows, ratios, machine_info(args.device),
                  notes, json_path=args.json, times=times)
 

@@ -182,15 +182,22 @@ def batch_audio(batch: int, seconds: float, seed: int, device: torch.device) -> 
 
 # ---- timing ------------------------------------------------------------------------------------
 
+class Timings(NamedTuple):
+    wall: Dict[str, List[float]]  # seconds per call, wall clock
+    cpu: Dict[str, List[float]]  # process CPU seconds per call (all threads): the work done,
+    # much less sensitive than wall time to other jobs on a shared machine
+
+
 def time_alternating(steps: Mapping[str, Callable[[], Any]], warmup: int, repeats: int,
-                     device: torch.device, progress: bool = True) -> Dict[str, List[float]]:
+                     device: torch.device, progress: bool = True) -> Timings:
     """Warm every model up, then time ``repeats`` calls of each, alternating (ABBA order)."""
     names = list(steps)
     for name in names:
         for _ in range(warmup):
             steps[name]()
     sync(device)
-    times: Dict[str, List[float]] = {n: [] for n in names}
+    wall: Dict[str, List[float]] = {n: [] for n in names}
+    cpu: Dict[str, List[float]] = {n: [] for n in names}
     try:
         from tqdm import tqdm
 
@@ -201,61 +208,81 @@ def time_alternating(steps: Mapping[str, Callable[[], Any]], warmup: int, repeat
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             steps[name]()
             sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return times
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return Timings(wall, cpu)
 
 
 class Row(NamedTuple):
     name: str
-    median_s: float
+    median_s: float  # wall clock
     min_s: float
     max_s: float
+    cpu_median_s: float
     per_second: Optional[float]  # throughput (e.g. seconds of audio per second), if meaningful
     peak_mb: Optional[float]
     delta_mb: Optional[float]  # peak minus resident memory before the first step
 
 
-def summarize(times: Mapping[str, List[float]], work: Optional[float] = None,
+def summarize(times: Timings, work: Optional[float] = None,
               memory: Optional[Mapping[str, Mapping[str, float]]] = None) -> List[Row]:
     rows = []
-    for name, ts in times.items():
+    for name, ts in times.wall.items():
         med = statistics.median(ts)
         mem = (memory or {}).get(name, {})
-        rows.append(Row(name, med, min(ts), max(ts), work / med if work else None,
-                        mem.get("peak_mb"), mem.get("delta_mb")))
+        rows.append(Row(name, med, min(ts), max(ts), statistics.median(times.cpu[name]),
+                        work / med if work else None, mem.get("peak_mb"), mem.get("delta_mb")))
     return rows
+
+
+def time_ratios(label: str, rows: Sequence[Row], peer: str, plugin: str) -> List[tuple]:
+    """peer / plugin for wall-clock medians (the headline) and CPU-time medians."""
+    by = {r.name: r for r in rows}
+    return [(f"{label} (wall time)", by[peer].median_s / by[plugin].median_s, None),
+            (f"{label} (CPU time)", by[peer].cpu_median_s / by[plugin].cpu_median_s, None)]
+
+
+def memory_ratio(rows: Sequence[Row], peer: str, plugin: str) -> List[tuple]:
+    by = {r.name: r for r in rows}
+    if by[peer].peak_mb is None or by[plugin].peak_mb is None:
+        return []
+    out = [(f"peak memory, plugin / {peer} (lower is better)", by[plugin].peak_mb / by[peer].peak_mb, None)]
+    if by[peer].delta_mb and by[plugin].delta_mb is not None:
+        out.append((f"step memory, plugin / {peer} (lower is better)", by[plugin].delta_mb / by[peer].delta_mb, None))
+    return out
 
 
 def print_report(title: str, rows: Sequence[Row], ratios: Sequence[tuple], machine: Machine,
                  notes: Sequence[str] = (), throughput_label: str = "",
-                 json_path: Optional[str] = None, times: Optional[Mapping[str, List[float]]] = None) -> None:
+                 json_path: Optional[str] = None, times: Optional[Timings] = None) -> None:
     """Table, then notes, then (last) ratios with the command, machine and date."""
     print()
     print(f"## {title}")
-    head = f"| model | median s | min s | max s |{' ' + throughput_label + ' |' if throughput_label else ''}" \
-           f" peak MB | step MB |"
+    head = (f"| model | median s | min s | max s | CPU s |{' ' + throughput_label + ' |' if throughput_label else ''}"
+            f" peak MB | step MB |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
         tp = f" {r.per_second:.2f} |" if throughput_label else ""
         pk = f"{r.peak_mb:.0f}" if r.peak_mb is not None else "-"
         dl = f"{r.delta_mb:.0f}" if r.delta_mb is not None else "-"
-        print(f"| {r.name} | {r.median_s:.3f} | {r.min_s:.3f} | {r.max_s:.3f} |{tp} {pk} | {dl} |")
+        print(f"| {r.name} | {r.median_s:.3f} | {r.min_s:.3f} | {r.max_s:.3f} | {r.cpu_median_s:.3f} |{tp} {pk} | {dl} |")
     for n in notes:
         print(f"note: {n}")
     print()
-    for label, peer, plugin in ratios:
-        print(f"RATIO {label}: {peer:.2f}x")
+    for label, value, _ in ratios:
+        print(f"RATIO {label}: {value:.2f}x")
     print(f"command: {command_line()}")
     print(f"machine: {machine.cpu_model}, {machine.cores} cores, torch {machine.torch_version} "
           f"({machine.torch_threads} threads), device {machine.device_name}, load {machine.load}")
     print(f"date: {machine.date}")
     if json_path:
         out = {"title": title, "rows": [r._asdict() for r in rows],
-               "ratios": [{"label": l, "ratio": v} for l, v, _ in ratios], "times": times,
+               "ratios": [{"label": l, "ratio": v} for l, v, _ in ratios],
+               "times": times._asdict() if times is not None else None,
                "command": command_line(), "machine": machine._asdict(), "notes": list(notes)}
         tmp = json_path + ".tmp"
         with open(tmp, "w") as f:
@@ -382,7 +409,8 @@ def build_fairseq_ctc(pretrained: Path, overrides: Mapping[str, Any]):
 
     ccfg = Wav2Vec2CtcConfig(w2v_path=str(pretrained), normalize=False, data=str(pretrained.parent),
                              ddp_backend="legacy_ddp", **dict(overrides))
-    return Wav2VecCtc.build_model(ccfg, SimpleNamespace(target_dictionary=letter_dictionary()))
+    with contextlib.redirect_stdout(sys.stderr):  # fairseq print()s the whole pretrained model
+        return Wav2VecCtc.build_model(ccfg, SimpleNamespace(target_dictionary=letter_dictionary()))
 
 
 def build_plugin_ctc(pretrained: Path, overrides: Mapping[str, Any]):
