@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH ?= torch==2.13.0
 
-.PHONY: env sysdeps kenlm demo demo-quick test
+.PHONY: env sysdeps kenlm demo demo-quick test bench-decoder
 
 # System packages: espeak-ng and sox synthesize the demo/test corpora.
 sysdeps:
@@ -35,3 +35,7 @@ demo-quick: env kenlm
 
 test: env kenlm
 	$(VENV)/bin/python -m pytest -q -x tests
+
+bench-decoder: env kenlm
+	bash benchmarks/setup_pyctcdecode_env.sh
+	$(PY) benchmarks/bench_decoder_vs_pyctcdecode.py
