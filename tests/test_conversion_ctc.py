@@ -199,3 +199,27 @@ def test_conversion_errors(tmp_path, fairseq_pair):
     with pytest.raises(CheckpointError, match="wrong dict file"):
         convert_wav2vec_ctc_file(str(legacy), str(tmp_path / "x.pt"), str(tmp_path / "dict.small.txt"))
     assert not (tmp_path / "x.pt").exists()  # nothing half-written
+
+
+def test_cli_converts_and_exports(fairseq_pair, tmp_path, capsys):
+    from w2v2_plugin.cli.convert import main
+
+    tmp, d, pre, ref = fairseq_pair
+    legacy = save_fairseq_ctc(ref, d, tmp_path / "legacy.pt", layout="legacy")
+    rc = main([str(legacy), str(tmp_path / "out.pt")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "pass the dict.ltr.txt" in err
+    (tmp_path / "dict.ltr.txt").write_text("".join(f"{c} 1\n" for c in LETTERS))
+    rc = main([str(legacy), str(tmp_path / "out.pt"), "--dict", str(tmp_path / "dict.ltr.txt")])
+    assert rc == 0 and "w2v2_ctc" in capsys.readouterr().out
+    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(tmp_path / "out.pt")])
+    x, pm = audio()
+    assert maxdiff(log_probs(ref, x, pm), log_probs(models[0].eval(), x, pm)) <= TOL
+    rc = main([str(pre), "--to-hf", str(tmp_path / "hf")])
+    assert rc == 2 and "exports fine-tuned CTC models" in capsys.readouterr().err
+    pytest.importorskip("transformers")
+    rc = main([str(tmp_path / "out.pt"), "--to-hf", str(tmp_path / "hf")])  # plugin checkpoint in
+    assert rc == 0 and "Wav2Vec2ForCTC" in capsys.readouterr().out
+    assert (tmp_path / "hf" / "config.json").is_file()
+    rc = main([str(legacy), "--dict", str(tmp_path / "dict.ltr.txt"), "--to-hf", str(tmp_path / "hf2")])
+    assert rc == 0 and (tmp_path / "hf2" / "vocab.json").is_file()  # fairseq checkpoint in, HF out

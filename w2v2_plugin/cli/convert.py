@@ -1,5 +1,12 @@
 """``w2v2-convert IN.pt OUT.pt``: fairseq 0.12 wav2vec 2.0 checkpoints -> plugin checkpoints.
 
+- ``wav2vec2`` (pretraining) -> ``w2v2``;
+- ``wav2vec_ctc`` (fine-tuned, e.g. the published ``*_960h.pt``) -> ``w2v2_ctc``; legacy
+  files hold no dictionary: pass ``--dict dict.ltr.txt``;
+- ``--to-hf DIR``: also (or only, without OUT) export a fine-tuned model -- a fairseq
+  ``wav2vec_ctc`` or a plugin ``w2v2_ctc`` checkpoint -- as a transformers
+  ``Wav2Vec2ForCTC`` directory (needs ``pip install transformers``).
+
 The output loads with ``fairseq.checkpoint_utils.load_model_ensemble_and_task([OUT],
 arg_overrides={"user_dir": <path to w2v2_plugin>})`` and with torch's default
 ``weights_only=True``: it holds plain data only. The input is loaded with
@@ -28,8 +35,15 @@ def _convert_pretraining(state: Mapping[str, Any], args: argparse.Namespace) -> 
     return convert_wav2vec2_checkpoint(state)
 
 
+def _convert_ctc(state: Mapping[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
+    from ..conversion_ctc import convert_wav2vec_ctc_checkpoint
+
+    return convert_wav2vec_ctc_checkpoint(state, getattr(args, "dict", None))
+
+
 CONVERTERS: Dict[str, Converter] = {
     "wav2vec2": _convert_pretraining,
+    "wav2vec_ctc": _convert_ctc,
 }
 
 
@@ -38,8 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="w2v2-convert",
         description="Convert a fairseq 0.12 wav2vec2 checkpoint (hydra 'cfg' or legacy 'args', e.g. the "
                     "published wav2vec_small.pt) into a checkpoint of the plugin's w2v2 model.")
-    p.add_argument("input", help="fairseq checkpoint (.pt)")
-    p.add_argument("output", help="where to write the plugin checkpoint (.pt); written atomically")
+    p.add_argument("input", help="fairseq checkpoint (.pt); with --to-hf also a w2v2_ctc checkpoint")
+    p.add_argument("output", nargs="?", default=None,
+                   help="where to write the plugin checkpoint (.pt); written atomically "
+                        "(optional with --to-hf)")
+    p.add_argument("--dict", default=None, metavar="DICT",
+                   help="target dictionary (dict.ltr.txt) of a legacy wav2vec_ctc checkpoint, "
+                        "which does not contain it")
+    p.add_argument("--to-hf", default=None, metavar="OUT_DIR",
+                   help="export the fine-tuned CTC model as a transformers Wav2Vec2ForCTC directory")
     return p
 
 
@@ -48,22 +69,59 @@ def detect_model(state: Mapping[str, Any]) -> str:
     return str(name) if name is not None else "wav2vec2"
 
 
+def _export_hf(args: argparse.Namespace, name: str, out: Optional[Dict[str, Any]]) -> str:
+    """--to-hf: export a w2v2_ctc checkpoint (the input, or the converted output) to OUT_DIR."""
+    import os
+    import tempfile
+
+    from ..hf_export import export_to_hf
+
+    if name not in ("wav2vec_ctc", "w2v2_ctc"):
+        raise CheckpointError(f"{args.input}: --to-hf exports fine-tuned CTC models; this is a "
+                              f"{name!r} checkpoint")
+    if out is None:  # already a plugin checkpoint
+        res = export_to_hf(args.input, None, args.to_hf)
+    elif args.output:
+        res = export_to_hf(args.output, None, args.to_hf)
+    else:
+        fd, tmp = tempfile.mkstemp(suffix=".pt")
+        os.close(fd)
+        try:
+            save_checkpoint_atomic(out, tmp)
+            res = export_to_hf(tmp, None, args.to_hf)
+        finally:
+            os.unlink(tmp)
+    return (f"w2v2-convert: {args.input} -> {res.out_dir} [transformers Wav2Vec2ForCTC, "
+            f"{res.layers} layers, vocab {res.vocab_size}, {res.parameters / 1e6:.2f}M parameters]")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.output is None and args.to_hf is None:
+        parser.error("give OUTPUT and/or --to-hf OUT_DIR")
     try:
         state = load_checkpoint_file(args.input)
         name = detect_model(state)
+        if name == "w2v2_ctc" and args.to_hf and not args.output:
+            del state
+            print(_export_hf(args, name, None))
+            return 0
         if name not in CONVERTERS:
             raise CheckpointError(f"{args.input}: model {name!r} cannot be converted "
                                   f"(supported: {', '.join(sorted(CONVERTERS))})")
         out = CONVERTERS[name](state, args)
-        save_checkpoint_atomic(out, args.output)
+        if args.output:
+            save_checkpoint_atomic(out, args.output)
+            n_params = sum(v.numel() for v in out["model"].values())
+            print(f"w2v2-convert: {args.input} ({name}) -> {args.output} "
+                  f"[{out['cfg']['model']['_name']}, {len(out['model'])} tensors, "
+                  f"{n_params / 1e6:.2f}M parameters]")
+        if args.to_hf:
+            print(_export_hf(args, name, out))
     except (CheckpointError, KeyError, ValueError, OSError) as e:
         print(f"w2v2-convert: error: {e}", file=sys.stderr)
         return 2
-    n_params = sum(v.numel() for v in out["model"].values())
-    print(f"w2v2-convert: {args.input} ({name}) -> {args.output} "
-          f"[{out['cfg']['model']['_name']}, {len(out['model'])} tensors, {n_params / 1e6:.2f}M parameters]")
     return 0
 
 
