@@ -10,7 +10,6 @@ averages such as the code perplexity are rebuilt in ``reduce_metrics`` from a su
 count. fairseq's version gathers Python lists instead, which needs CUDA under
 multi-process training and is slower on GPUs.
 """
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
