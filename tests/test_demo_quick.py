@@ -24,7 +24,7 @@ def test_demo_quick_end_to_end(tmp_path: Path, have_espeak: bool) -> None:
     out = tmp_path / "demo"
     # Fewer updates than --quick's default: the point here is that every step connects.
     proc = subprocess.run([sys.executable, "-m", "examples.demo.run", "--quick", "--budget-minutes", "2",
-                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # Every step was printed as a copyable command before it ran.
     printed = [line[2:].split()[0] for line in proc.stdout.splitlines() if line.startswith("+ ")]

@@ -87,16 +87,16 @@ def plot_curves(path: Path, pretrain: Curves, finetune: dict[str, Curves]) -> Pa
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     (a_acc, a_ppl), (a_loss, a_wer) = axes
     x, y = pretrain.series("train_inner", "accuracy")
-    a_acc.plot(x, y, color="tab:blue")
+    a_acc.plot(x, y, color="tab:blue", marker=".")
     a_acc.set(title="pretraining: contrastive accuracy", xlabel="update", ylabel="accuracy")
     for key, color in (("code_perplexity", "tab:orange"), ("prob_perplexity", "tab:green")):
         x, y = pretrain.series("train_inner", key)
-        a_ppl.plot(x, y, label=key, color=color)
+        a_ppl.plot(x, y, label=key, color=color, marker=".")
     a_ppl.set(title="pretraining: codebook perplexity", xlabel="update", ylabel="perplexity")
     a_ppl.legend()
     for name, curves in finetune.items():
         x, y = curves.series("train_inner", "loss")
-        a_loss.plot(x, y, label=name)
+        a_loss.plot(x, y, label=name, marker=".")
         x, y = curves.series("valid", "valid_wer")
         a_wer.plot(x, y, marker="o", label=name)
     a_loss.set(title="fine-tuning: CTC loss (train)", xlabel="update", ylabel="loss (bits)")

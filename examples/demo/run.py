@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -48,8 +49,8 @@ class Plan:
     pretrain_updates: int = field(metadata={"help": "pretraining updates"})
     finetune_updates: int = field(metadata={"help": "fine-tuning updates (each model)"})
     # Shares of the budget each training may take at most (wall-clock caps, stop_time_hours).
-    pretrain_share: float = field(default=0.5, metadata={"help": "cap on pretraining time / budget"})
-    finetune_share: float = field(default=0.15, metadata={"help": "cap per fine-tuning / budget"})
+    pretrain_share: float = field(default=0.55, metadata={"help": "cap on pretraining time / budget"})
+    finetune_share: float = field(default=0.2, metadata={"help": "cap per fine-tuning / budget"})
     tune_trials: int = field(default=16, metadata={"help": "dev decodings tried by --tune"})
     beam: int = field(default=50, metadata={"help": "4-gram beam (paper: 50 for tuning)"})
     lm_order: int = field(default=4, metadata={"help": "n-gram order"})
@@ -155,7 +156,7 @@ class Demo:
         p = self.plan
         save = self._fresh(self.out / "finetune" / name)
         updates = p.finetune_updates
-        every = max(10, updates // 8)
+        every = max(10, updates // 4)  # each validation decodes all of dev: not too often on CPU
         # From scratch, a frozen random feature encoder would be a straw man: it trains (full
         # gradient, no frozen phase). Same architecture (read from the pretrained checkpoint's
         # config), labels, updates and schedule; only the starting weights differ.
@@ -190,7 +191,7 @@ class Demo:
             shutil.rmtree(d)
         model = [str(labeled), "--path", str(ckpt)]
         kenlm = ["--decoder", "kenlm", "--lm", str(lm), "--lexicon", str(lexicon), "--beam", str(self.plan.beam)]
-        run = ["--quiet", "--workers", "2"]
+        run = ["--quiet", "--workers", str(min(8, os.cpu_count() or 2))]
         self.step(f"tune_{name}_dev", ["w2v2-infer", *model, "--subset", "dev", *kenlm, "--tune", "--tune-trials",
                                        str(self.plan.tune_trials), "--results-path", str(d / "tune"), *run])
         self.step(f"decode_{name}_test_viterbi", ["w2v2-infer", *model, "--subset", "test", "--decoder", "viterbi",
