@@ -65,14 +65,14 @@ class W2v2CtcCriterionConfig(FairseqDataclass):
                           "loss (each is skipped: zero loss, zero gradient); 0 = never stop"})
 
 
+@dataclass
 class ErrorCounts:
     """Unit and word edit distances of Viterbi (best path) CTC decoding against references."""
 
-    def __init__(self) -> None:
-        self.unit_errors = 0
-        self.units = 0
-        self.word_errors = 0
-        self.words = 0
+    unit_errors: int = 0
+    units: int = 0
+    word_errors: int = 0
+    words: int = 0
 
 
 @register_criterion("w2v2_ctc", dataclass=W2v2CtcCriterionConfig)
