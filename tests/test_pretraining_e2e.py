@@ -68,9 +68,7 @@ def test_hydra_train_saves_and_resumes_at_the_same_update(corpus: Path, tmp_path
 @pytest.mark.parametrize("arch", [
     # fairseq's own model: the task's and criterion's flags
     "wav2vec2",
-    pytest.param("w2v2", marks=pytest.mark.xfail(
-        reason="W2v2Config is declared under `from __future__ import annotations`: fairseq's argparse "
-               "bridge (gen_parser_from_dataclass) needs real types ('field should be a type')", strict=False)),
+    "w2v2",
 ])
 def test_fairseq_train_cli_flags(corpus: Path, tmp_path: Path, arch: str) -> None:  # noqa: F811
     save = tmp_path / "ckpt"

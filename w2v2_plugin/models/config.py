@@ -6,8 +6,8 @@ to fairseq's experimental variants (conformer layers, adapters, input quantizati
 negatives) are accepted so configs parse, and rejected with a clear error when they ask for
 something this implementation does not build (see ``check_supported``).
 """
-from __future__ import annotations
-
+# No "from __future__ import annotations" here: fairseq-train's argparse bridge reads the
+# dataclass field types at run time and needs real types, not strings.
 import ast
 from dataclasses import dataclass, field
 from typing import List, Tuple
