@@ -164,3 +164,13 @@ def test_sentencepiece_unknown_characters(tmp_path, spm_model):
     with pytest.raises(LabelError, match=r"train\.wrd: 1 characters cannot be encoded by "
                                          r"sentencepiece model .*'Ö' x2 \(first on line 3\)"):
         task.load_dataset("train")
+
+
+def test_utterance_longer_than_max_tokens_is_named(tmp_path):
+    task = make_task(write_corpus(tmp_path))
+    task.load_dataset("train")
+    with pytest.raises(LabelError, match=r"train\.tsv:3: 2 utterances are longer than "
+                                         r"dataset\.max_tokens=9000 samples \(longest 11200\)"):
+        task.get_batch_iterator(task.datasets["train"], max_tokens=9000)
+    itr = task.get_batch_iterator(task.datasets["train"], max_tokens=12000)
+    assert sum(len(b["id"]) for b in itr.next_epoch_itr(shuffle=False)) == 4

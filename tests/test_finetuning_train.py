@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "examples" / "wav2vec2" / "config" / "finetuning"
 
 
-def hydra_train(config: str, save_dir: Path, *overrides: str, timeout: int = 900
-                ) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", str(CONFIG_DIR),
+def hydra_train(config: str, save_dir: Path, *overrides: str, timeout: int = 900,
+                config_dir: Path = CONFIG_DIR) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", str(config_dir),
            "--config-name", config, f"common.user_dir={REPO / 'w2v2_plugin'}",
            f"checkpoint.save_dir={save_dir}", f"hydra.run.dir={save_dir / 'hydra'}", *overrides]
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -167,6 +167,18 @@ class W2v2FinetuningTask(W2v2PretrainingTask):
             text_compression_level=level,
         )
 
+    def get_batch_iterator(self, dataset, max_tokens=None, *args: Any, **kwargs: Any):
+        """fairseq's, after checking that every utterance fits in a batch.
+
+        Fine-tuning never crops audio (the transcript could not be cropped with it), so an
+        utterance longer than ``dataset.max_tokens`` (``max_tokens_valid``) samples cannot be
+        batched; fairseq would stop with a bare assertion in its batching code, even with
+        ``skip_invalid_size_inputs_valid_test`` (which only filters by max_positions).
+        """
+        if max_tokens:
+            check_fits(dataset, int(max_tokens))
+        return super().get_batch_iterator(dataset, max_tokens, *args, **kwargs)
+
     # ------------------------------------------------ seq2seq evaluation (fairseq's)
     # Only used with autoregressive (seq2seq) models; CTC models get WER from the
     # w2v2_ctc criterion. fairseq's implementations only touch attributes this task also
@@ -213,3 +225,21 @@ class W2v2FinetuningTask(W2v2PretrainingTask):
                 metrics.log_derived(
                     "wer", lambda m: m["_num_word_errors"].sum * 100.0 / m["_num_words"].sum
                     if m["_num_words"].sum > 0 else float("nan"))
+
+
+def check_fits(dataset: FairseqDataset, max_tokens: int) -> None:
+    """Raise if an utterance is longer than ``max_tokens`` samples (names the manifest line)."""
+    audio = getattr(dataset, "dataset", dataset)
+    sizes = getattr(audio, "sizes", None)
+    if sizes is None or len(sizes) == 0:
+        return
+    too_long = (sizes > max_tokens).nonzero()[0]
+    if len(too_long):
+        first = int(too_long[0])
+        where = audio.where(first) if hasattr(audio, "where") else f"utterance {first}"
+        raise LabelError(
+            f"{where}: {len(too_long)} utterances are longer than dataset.max_tokens={max_tokens} "
+            f"samples (longest {int(sizes.max())}); fine-tuning does not crop audio, so raise "
+            f"dataset.max_tokens to at least {int(sizes.max())} or remove those utterances "
+            f"from the manifest and label file")
+
