@@ -20,8 +20,8 @@ from typing import Any, Callable, Dict
 import torch
 import torch.nn.functional as F
 
-from common import (autocast, base_parser, batch_audio, build_ctc_pair, build_fairseq_ctc, build_plugin_ctc,
-                    child_memory, fairseq_adam, finetune_overrides, machine_info, measure_memory_children,
+from common import (TrainPrecision, base_parser, batch_audio, build_ctc_pair, build_fairseq_ctc, build_plugin_ctc,
+                    child_memory, finetune_overrides, machine_info, measure_memory_children,
                     memory_ratio, print_report, save_fairseq_pretrained, setup, summarize,
                     time_alternating, time_ratios)
 
@@ -37,25 +37,20 @@ def make_targets(batch: int, seconds: float, seed: int, device: torch.device):
 
 
 def make_step(model: torch.nn.Module, audio: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor,
-              device: torch.device, dtype_name: str) -> Callable[[], float]:
-    optimizer = fairseq_adam([p for p in model.parameters() if p.requires_grad])
-    scaler = torch.amp.GradScaler(device.type) if dtype_name == "fp16" else None
+              device: torch.device, dtype_name: str, cast_weights: bool = False) -> Callable[[], float]:
+    """One training step; ``cast_weights`` = fairseq's own reduced precision (see TrainPrecision)."""
+    precision = TrainPrecision(model, device, dtype_name, cast_weights)
+    source = precision.inputs(audio)
 
     def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, dtype_name):
-            net_output = model(source=audio, padding_mask=None)
+        precision.optimizer.zero_grad(set_to_none=True)
+        with precision.context():
+            net_output = model(source=source, padding_mask=None)
             lprobs = model.get_normalized_probs(net_output, log_probs=True)  # (T, B, V) fp32
         input_lengths = torch.full((audio.size(0),), lprobs.size(0), dtype=torch.long, device=device)
         loss = F.ctc_loss(lprobs, targets, input_lengths, target_lengths, blank=0, reduction="sum",
                           zero_infinity=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        precision.backward_and_step(loss)
         return float(loss)
 
     return step
@@ -78,14 +73,15 @@ def main() -> None:
             build = build_fairseq_ctc if args.child == MODELS[0] else build_plugin_ctc
             model = build(pretrained, finetune_overrides(train=True)).to(device).train()
             dtype = args.dtype if args.child == MODELS[1] else args.peer_dtype
-            step = make_step(model, audio, targets, target_lengths, device, dtype)
+            step = make_step(model, audio, targets, target_lengths, device, dtype,
+                             cast_weights=args.child == MODELS[0])
             with child_memory(device):
                 for _ in range(args.warmup + 2):
                     step()
             return
         ref, ours = build_ctc_pair(args.arch, args.seed, Path(tmp), train=True)
     ref, ours = ref.to(device).train(), ours.to(device).train()
-    steps = {MODELS[0]: make_step(ref, audio, targets, target_lengths, device, args.peer_dtype),
+    steps = {MODELS[0]: make_step(ref, audio, targets, target_lengths, device, args.peer_dtype, cast_weights=True),
              MODELS[1]: make_step(ours, audio, targets, target_lengths, device, args.dtype)}
     times = time_alternating(steps, args.warmup, args.repeats, device)
     memory = {} if args.no_memory else measure_memory_children(MODELS)
@@ -93,7 +89,8 @@ def main() -> None:
     nparams = sum(p.numel() for p in ours.parameters())
     notes = [f"pretrained arch {args.arch} ({nparams / 1e6:.1f} M params), batch {args.batch} x {args.seconds:g} s, "
              "base_10h masking, frozen feature encoder, LayerDrop 0 (equal work)",
-             f"precision: plugin {args.dtype}, fairseq {args.peer_dtype}; optimizer fairseq Adam; CTC loss sum; "
+             f"precision: plugin {args.dtype} (autocast), fairseq {args.peer_dtype} (weights cast, as its --fp16); "
+             f"optimizer fairseq Adam; CTC loss sum; "
              f"warm-up {args.warmup}, {args.repeats} alternating repeats",
              "step MB: peak minus resident memory before the first step (fresh process per model)"]
     ratios = (time_ratios(f"fine-tuning step, fairseq {args.peer_dtype} / plugin {args.dtype}", rows, MODELS[0], MODELS[1])

@@ -19,8 +19,8 @@ from typing import Any, Callable, Dict
 
 import torch
 
-from common import (autocast, base_parser, batch_audio, build_pretrain_pair, child_memory,
-                    fairseq_adam, fairseq_w2v_config, machine_info, measure_memory_children,
+from common import (TrainPrecision, base_parser, batch_audio, build_pretrain_pair, child_memory,
+                    fairseq_w2v_config, machine_info, measure_memory_children,
                     pretrain_arch, memory_ratio, print_report, setup, summarize, time_alternating,
                     time_ratios)
 
@@ -39,26 +39,22 @@ def make_sample(model: Any, audio: torch.Tensor, seed: int) -> Dict[str, Any]:
             "net_input": {"source": audio, "padding_mask": None, "mask_indices": mask}}
 
 
-def make_step(model: torch.nn.Module, sample: Dict[str, Any], device: torch.device,
-              dtype_name: str) -> Callable[[], float]:
+def make_step(model: torch.nn.Module, sample: Dict[str, Any], device: torch.device, dtype_name: str,
+              cast_weights: bool = False) -> Callable[[], float]:
+    """One training step; ``cast_weights`` = fairseq's own reduced precision (see TrainPrecision)."""
     from fairseq.criterions.wav2vec_criterion import Wav2vecCriterion
 
     criterion = Wav2vecCriterion(None, infonce=True, loss_weights=[0.1, 10],
                                  log_keys=["prob_perplexity", "code_perplexity", "temp"])
-    optimizer = fairseq_adam([p for p in model.parameters() if p.requires_grad])
-    scaler = torch.amp.GradScaler(device.type) if dtype_name == "fp16" else None
+    precision = TrainPrecision(model, device, dtype_name, cast_weights)
+    net_input = dict(sample["net_input"], source=precision.inputs(sample["net_input"]["source"]))
+    own = dict(sample, net_input=net_input)
 
     def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, dtype_name):
-            loss, _, log = criterion(model, sample)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        precision.optimizer.zero_grad(set_to_none=True)
+        with precision.context():
+            loss, _, log = criterion(model, own)
+        precision.backward_and_step(loss)
         return log["loss"]
 
     return step
@@ -94,7 +90,7 @@ def main() -> None:
         model = build_one(args.child, args.arch, args.seed).to(device)
         dtype = args.dtype if args.child == MODELS[1] else args.peer_dtype
         sample = make_sample(model, audio, args.seed)
-        step = make_step(model, sample, device, dtype)
+        step = make_step(model, sample, device, dtype, cast_weights=args.child == MODELS[0])
         with child_memory(device):
             for _ in range(args.warmup + 2):
                 step()
@@ -103,10 +99,8 @@ def main() -> None:
     ref, ours = build_pretrain_pair(args.arch, args.seed)
     ref, ours = ref.to(device), ours.to(device)
     sample = make_sample(ours, audio, args.seed)
-    steps = {MODELS[0]: make_step(ref, sample, device, args.peer_dtype),
+    steps = {MODELS[0]: make_step(ref, sample, device, args.peer_dtype, cast_weights=True),
              MODELS[1]: make_step(ours, sample, device, args.dtype)}
-    # the first losses agree up to dropout/distractor draws: a sanity check that the models
-    # compute the same thing (not a parity test; tests/test_model_parity.py is)
     times = time_alternating(steps, args.warmup, args.repeats, device)
     memory = {} if args.no_memory else measure_memory_children(MODELS)
     rows = summarize(times, memory=memory)
@@ -115,7 +109,7 @@ def main() -> None:
     frames = sample["net_input"]["mask_indices"].size(1)
     notes = [f"arch {args.arch} ({nparams / 1e6:.1f} M params), batch {args.batch} x {args.seconds:g} s "
              f"({frames} frames, {masked} masked per row), LayerDrop 0 (equal work), dropout as the recipe",
-             f"precision: plugin {args.dtype}, fairseq {args.peer_dtype}; optimizer fairseq Adam; "
+             f"precision: plugin {args.dtype} (autocast), fairseq {args.peer_dtype} (weights cast, as its --fp16); optimizer fairseq Adam; "
              f"criterion fairseq wav2vec (infonce); warm-up {args.warmup}, {args.repeats} alternating repeats",
              "step MB: peak minus resident memory before the first step (fresh process per model)"]
     ratios = (time_ratios(f"pretraining step, fairseq {args.peer_dtype} / plugin {args.dtype}", rows, MODELS[0], MODELS[1])

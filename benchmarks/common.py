@@ -81,8 +81,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32",
                    help="precision of the plugin (bf16/fp16: autocast with fp32 weights)")
     p.add_argument("--peer-dtype", choices=list(DTYPES), default=None,
-                   help="precision of the peers (default: --dtype); fp16 = fairseq's --amp "
-                        "(autocast + loss scaling)")
+                   help="precision of the peers (default: --dtype); training steps cast fairseq's "
+                        "weights (its own --fp16/--bf16 way), inference uses autocast")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per model (alternating)")
@@ -497,3 +497,46 @@ def plugin_ctc_to_hf(model, dictionary_size: int):
     if missing or unexpected:
         raise SystemExit(f"HF key map incomplete: missing {missing[:4]}, unexpected {unexpected[:4]}")
     return hf
+
+
+# ---- reduced precision in training steps ---------------------------------------------------------
+
+class TrainPrecision:
+    """How one model trains at ``dtype_name``.
+
+    ``cast_weights=False`` (the plugin): fp32 weights under autocast, GradScaler for fp16.
+    ``cast_weights=True`` (fairseq): fairseq's own --fp16/--bf16 way, weights cast to the
+    dtype, fp32 Adam state (fairseq's Adam keeps it for half parameters) and a static loss
+    scale for fp16. fairseq's wav2vec2 cannot train under autocast on current torch: its
+    ``x[mask_indices] = self.mask_emb`` puts an fp32 vector into a half tensor and index_put
+    refuses mixed dtypes.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, dtype_name: str, cast_weights: bool) -> None:
+        self.device, self.dtype_name = device, dtype_name
+        self.cast = cast_weights and dtype_name != "fp32"
+        if self.cast:
+            model.to(DTYPES[dtype_name])
+        self.optimizer = fairseq_adam([p for p in model.parameters() if p.requires_grad])
+        self.scaler = torch.amp.GradScaler(device.type) if dtype_name == "fp16" and not self.cast else None
+        self.static_scale = 128.0 if dtype_name == "fp16" and self.cast else 1.0
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def inputs(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(DTYPES[self.dtype_name]) if self.cast and t.is_floating_point() else t
+
+    def context(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext() if self.cast else autocast(self.device, self.dtype_name)
+
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            return
+        (loss * self.static_scale if self.static_scale != 1.0 else loss).backward()
+        if self.static_scale != 1.0:
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad.mul_(1.0 / self.static_scale)
+        self.optimizer.step()

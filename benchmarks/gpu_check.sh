@@ -2,8 +2,9 @@
 # One prepared GPU check, under 4 minutes on one H100/H200 (the machine's start not counted):
 #   1. the model parity tests (plugin w2v2 vs fairseq wav2vec2, same weights, tol 1e-4);
 #   2. the same parity on the GPU in fp32, and a finite bf16 loss;
-#   3. the pretraining step, BASE architecture, plugin bf16 vs fairseq fp16 (fairseq's --amp:
-#      autocast + loss scaling), 6 crops of 15 s (~1.4 M samples, BASE's max_tokens per GPU),
+#   3. the pretraining step, BASE architecture, plugin bf16 (autocast) vs fairseq fp16 (its own
+#      --fp16 way: fp16 weights, fp32 Adam state, loss scaling; fairseq's wav2vec2 cannot train
+#      under autocast), 6 crops of 15 s (~1.4 M samples, BASE's max_tokens per GPU),
 #      printing the ratio fairseq time / plugin time (target >= 1.5x) and both peak memories.
 #
 # The device image has Python 3.12 and torch but no fairseq/hydra/omegaconf. Prepare once on
@@ -85,7 +86,7 @@ ok = d <= 1e-4 and torch.equal(ri, oi) and loss == loss
 sys.exit(0 if ok else 1)
 EOF
 
-echo "== 3. pretraining step, BASE, plugin bf16 vs fairseq fp16 (amp)"
+echo "== 3. pretraining step, BASE, plugin bf16 (autocast) vs fairseq fp16 (weights in fp16)"
 timeout 150 $PY benchmarks/bench_pretrain_step.py --arch base --device cuda --dtype bf16 --peer-dtype fp16 \
     --batch 6 --seconds 15 --warmup 3 --repeats 10 --json "$OUTDIR/pretrain_base_cuda.json" 2>&1 \
     | grep -v "Warning\|warn(" || status=1
