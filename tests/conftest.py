@@ -39,6 +39,19 @@ def espeak(text: str, path: Path, voice: str = "en-us", rate: int = 160, pitch: 
     return path
 
 
+def padded_audio_batch(bsz: int = 3, n: int = 6000, seed: int = 1):
+    """Random audio (bsz, n) with a padding mask: row 1 loses 1500 samples, row 2 3333."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(bsz, n, generator=g)
+    pm = torch.zeros(bsz, n, dtype=torch.bool)
+    pm[1, n - 1500:] = True
+    if bsz > 2:
+        pm[2, n - 3333:] = True
+    return x, pm
+
+
 @pytest.fixture(scope="session")
 def have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None and shutil.which("sox") is not None

@@ -15,6 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+from conftest import padded_audio_batch as audio
 from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
 from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
@@ -96,16 +98,6 @@ def save_fairseq_ctc(model: Wav2VecCtc, d: Dictionary, path: Path, layout: str =
                  last_optimizer_state=None)
     torch.save(state, path)
     return path
-
-
-def audio(bsz: int = 3, n: int = 6000, seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(bsz, n, generator=g)
-    pm = torch.zeros(bsz, n, dtype=torch.bool)
-    pm[1, n - 1500:] = True
-    if bsz > 2:
-        pm[2, n - 3333:] = True
-    return x, pm
 
 
 def log_probs(model, x, pm) -> torch.Tensor:

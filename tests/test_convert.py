@@ -110,23 +110,33 @@ def test_convert_fairseq_written_checkpoint(tmp_path, extra):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
-def test_convert_bad_inputs_give_one_line_errors(tmp_path):
+def run_main(capsys, *args) -> tuple:
+    """w2v2-convert's main() in-process (a fairseq import per case would cost seconds)."""
+    from w2v2_plugin.cli.convert import main
+
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_convert_bad_inputs_give_one_line_errors(tmp_path, capsys):
+    # one real process: the console entry point prints one line and no traceback
     missing = convert(tmp_path / "nope.pt", tmp_path / "out.pt")
     assert missing.returncode == 2 and "no such file" in missing.stderr
     assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    res = convert(junk, tmp_path / "out.pt")
-    assert res.returncode == 2 and "junk.pt" in res.stderr and "Traceback" not in res.stderr
+    code, _, err = run_main(capsys, junk, tmp_path / "out.pt")
+    assert code == 2 and "junk.pt" in err and len(err.strip().splitlines()) == 1
     other = tmp_path / "other.pt"
     torch.save({"model": {"decoder.weight": torch.zeros(2)}, "cfg": {"model": {"_name": "transformer"}}}, other)
-    res = convert(other, tmp_path / "out.pt")
-    assert res.returncode == 2 and "'transformer' cannot be converted" in res.stderr
+    code, _, err = run_main(capsys, other, tmp_path / "out.pt")
+    assert code == 2 and "'transformer' cannot be converted" in err
     assert not (tmp_path / "out.pt").exists()
     # an unknown parameter in a wav2vec2 checkpoint is an error, not a silent drop
     odd = tmp_path / "odd.pt"
     torch.save({"model": {"feature_extractor.conv_layers.0.0.weight": torch.zeros(1), "mystery.weight": torch.zeros(1)},
                 "cfg": {"model": {"_name": "wav2vec2"}}}, odd)
-    res = convert(odd, tmp_path / "out.pt")
-    assert res.returncode == 2 and "mystery.weight" in res.stderr
+    code, _, err = run_main(capsys, odd, tmp_path / "out.pt")
+    assert code == 2 and "mystery.weight" in err
     assert not (tmp_path / "out.pt").exists()

@@ -10,6 +10,8 @@ import dataclasses
 import pytest
 import torch
 
+from conftest import padded_audio_batch as audio
+
 from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
 
 import w2v2_plugin  # noqa: F401
@@ -47,16 +49,6 @@ def make_pair(**overrides):
     ours = W2v2Model(cfg).eval()
     ours.load_state_dict(fairseq_to_plugin_state_dict(ref.state_dict()))
     return ref, ours
-
-
-def audio(bsz=3, n=6000, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(bsz, n, generator=g)
-    pm = torch.zeros(bsz, n, dtype=torch.bool)
-    pm[1, n - 1500:] = True
-    if bsz > 2:
-        pm[2, n - 3333:] = True
-    return x, pm
 
 
 @pytest.mark.parametrize("mode", ["default", "layer_norm"])
