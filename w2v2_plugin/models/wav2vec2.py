@@ -202,7 +202,7 @@ class W2v2Model(BaseFairseqModel):
                 features = self.feature_encoder(source)
         features_pen = features.float().pow(2).mean()
 
-        features = self.feature_norm(features.transpose(1, 2))  # (batch, frame, channel)
+        features = self.feature_norm(features)  # (batch, frame, channel)
         unmasked_features = features
         padding_mask = self.frame_padding_mask(padding_mask, features.size(1))
 
@@ -277,7 +277,7 @@ class W2v2Model(BaseFairseqModel):
         """Quantized vectors and codebook indices of raw audio: ((B, T, D), (B, T, G))."""
         if self.quantizer is None:
             raise ValueError("this model has no quantizer (quantize_targets=false or pretraining modules removed)")
-        features = self.feature_norm(self.feature_encoder(source).transpose(1, 2))
+        features = self.feature_norm(self.feature_encoder(source))
         q = self.quantizer(features, produce_targets=True)
         return q.x, q.targets
 
