@@ -58,7 +58,7 @@ def make_step(model: torch.nn.Module, audio: torch.Tensor, targets: torch.Tensor
 
 def main() -> None:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--arch", choices=["base", "tiny_cpu"], default="tiny_cpu",
+    p.add_argument("--arch", choices=["base", "tiny_cpu", "large"], default="tiny_cpu",
                    help="architecture of the pretrained model")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seconds", type=float, default=4.0)

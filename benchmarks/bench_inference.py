@@ -44,7 +44,7 @@ def runners(models: Dict[str, torch.nn.Module]) -> Dict[str, Callable[[torch.Ten
 
 def main() -> None:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--arch", choices=["base", "tiny_cpu"], default="tiny_cpu")
+    p.add_argument("--arch", choices=["base", "tiny_cpu", "large"], default="tiny_cpu")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seconds", type=float, default=10.0)
     args = p.parse_args()

@@ -79,7 +79,7 @@ def build_one(name: str, arch: str, seed: int) -> torch.nn.Module:
 
 def main() -> None:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--arch", choices=["base", "tiny_cpu"], default="tiny_cpu")
+    p.add_argument("--arch", choices=["base", "tiny_cpu", "large"], default="tiny_cpu")
     p.add_argument("--batch", type=int, default=2, help="utterances per batch")
     p.add_argument("--seconds", type=float, default=4.0, help="length of each utterance")
     args = p.parse_args()

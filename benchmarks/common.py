@@ -136,8 +136,10 @@ def pretrain_arch(name: str) -> Dict[str, Any]:
         model = yaml_model_section("pretraining/base_librispeech.yaml")
     elif name == "tiny_cpu":
         model = yaml_model_section("pretraining/tiny_cpu.yaml")
+    elif name == "large":  # layer-norm extractor, pre-LN transformer, conv bias
+        model = yaml_model_section("pretraining/large_librivox.yaml")
     else:
-        raise SystemExit(f"unknown architecture {name!r} (base, tiny_cpu)")
+        raise SystemExit(f"unknown architecture {name!r} (base, tiny_cpu, large)")
     model["encoder_layerdrop"] = 0.0
     return model
 
@@ -438,68 +440,17 @@ def build_ctc_pair(arch: str, seed: int, tmpdir: Path, train: bool):
 
 
 def plugin_ctc_to_hf(model, dictionary_size: int):
-    """transformers Wav2Vec2ForCTC with the plugin CTC model's weights.
-
-    Uses the project's exporter (w2v2_plugin.hf_export) when present; otherwise this local
-    key map (BASE layout: group-norm extractor, post-LN).
-    """
-    try:
-        from w2v2_plugin import hf_export  # type: ignore[attr-defined]
-    except ImportError:
-        hf_export = None
-    if hf_export is not None and hasattr(hf_export, "to_hf_model"):
-        return hf_export.to_hf_model(model)
+    """transformers Wav2Vec2ForCTC with the plugin CTC model's weights (the project's exporter's
+    config and key map, in memory; it raises on any key left unmapped)."""
     from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
+    from w2v2_plugin.hf_export import hf_config_dict, hf_state_dict
+
     w2v = model.w2v_encoder.w2v_model
-    cfg = w2v.cfg
-    if str(cfg.extractor_mode) != "default" or cfg.layer_norm_first:
-        raise SystemExit("the local HF key map covers the BASE layout only; install the plugin's hf_export")
-    conv = w2v.conv_layers
-    hcfg = Wav2Vec2Config(
-        vocab_size=dictionary_size, hidden_size=cfg.encoder_embed_dim, num_hidden_layers=cfg.encoder_layers,
-        num_attention_heads=cfg.encoder_attention_heads, intermediate_size=cfg.encoder_ffn_embed_dim,
-        hidden_act="gelu", conv_dim=[c for c, _, _ in conv], conv_kernel=[k for _, k, _ in conv],
-        conv_stride=[s for _, _, s in conv], conv_bias=cfg.conv_bias, feat_extract_norm="group",
-        num_conv_pos_embeddings=cfg.conv_pos, num_conv_pos_embedding_groups=cfg.conv_pos_groups,
-        do_stable_layer_norm=False, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        feat_proj_dropout=0.0, final_dropout=0.0, layerdrop=0.0, pad_token_id=1, ctc_loss_reduction="sum")
-    hf = Wav2Vec2ForCTC(hcfg)
-    sd = w2v.state_dict()
-    out = {"wav2vec2.masked_spec_embed": sd["mask_embedding"],
-           "wav2vec2.feature_projection.layer_norm.weight": sd["feature_norm.weight"],
-           "wav2vec2.feature_projection.layer_norm.bias": sd["feature_norm.bias"],
-           "wav2vec2.feature_projection.projection.weight": sd["feature_projection.weight"],
-           "wav2vec2.feature_projection.projection.bias": sd["feature_projection.bias"],
-           "wav2vec2.encoder.layer_norm.weight": sd["encoder.layer_norm.weight"],
-           "wav2vec2.encoder.layer_norm.bias": sd["encoder.layer_norm.bias"],
-           "lm_head.weight": model.w2v_encoder.proj.weight, "lm_head.bias": model.w2v_encoder.proj.bias}
-    for k, v in sd.items():
-        if k.startswith("feature_encoder.conv_layers."):
-            out["wav2vec2.feature_extractor." + k[len("feature_encoder."):].replace(".norm.", ".layer_norm.")] = v
-        elif k.startswith("encoder.pos_conv.conv."):
-            out["wav2vec2.encoder.pos_conv_embed.conv." + k[len("encoder.pos_conv.conv."):]] = v
-        elif k.startswith("encoder.layers."):
-            parts = k.split(".")
-            i, rest = parts[2], ".".join(parts[3:])
-            pre = f"wav2vec2.encoder.layers.{i}."
-            if rest.startswith("attention.in_proj."):
-                kind = rest.rsplit(".", 1)[1]
-                for name, part in zip("qkv", v.chunk(3, dim=0)):
-                    out[pre + f"attention.{name}_proj.{kind}"] = part
-            else:
-                rest = (rest.replace("attention_norm.", "layer_norm.")
-                        .replace("feed_forward.fc1.", "feed_forward.intermediate_dense.")
-                        .replace("feed_forward.fc2.", "feed_forward.output_dense.")
-                        .replace("final_norm.", "final_layer_norm."))
-                out[pre + rest] = v
-    missing, unexpected = hf.load_state_dict(out, strict=False)
-    if missing or unexpected:
-        raise SystemExit(f"HF key map incomplete: missing {missing[:4]}, unexpected {unexpected[:4]}")
-    return hf
+    hf = Wav2Vec2ForCTC(Wav2Vec2Config(**hf_config_dict(w2v.cfg, model.cfg, dictionary_size)))
+    hf.load_state_dict(hf_state_dict(model, set(hf.state_dict())), strict=True)
+    return hf.to(next(model.parameters()).device)
 
-
-# ---- reduced precision in training steps ---------------------------------------------------------
 
 class TrainPrecision:
     """How one model trains at ``dtype_name``.

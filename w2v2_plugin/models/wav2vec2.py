@@ -28,6 +28,7 @@ from .components import (
     lengths_to_padding_mask,
 )
 from .config import W2v2Config, check_supported, parse_conv_layers, parse_latent_temp
+from .contrastive import contrastive_logits
 from .masking import compute_mask_indices, sample_negatives
 
 
@@ -168,23 +169,10 @@ class W2v2Model(BaseFairseqModel):
             device=device)
 
     # ---- contrastive head ----------------------------------------------------------------
-    def sample_negatives(self, y: torch.Tensor, num: int, padding_count: Optional[int] = None):
-        """Distractors for targets y (B, T, C) -> (K, B, T, C) and their flat indices."""
-        bsz, tsz, fsz = y.shape
-        idx = sample_negatives(bsz, tsz, self.cfg.num_negatives, self.cfg.cross_sample_negatives, device=y.device)
-        negs = y.reshape(-1, fsz)[idx.view(-1)].view(bsz, tsz, -1, fsz).permute(2, 0, 1, 3)
-        return negs, idx
-
-    def compute_preds(self, x: torch.Tensor, y: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """Cosine logits / kappa over [target; distractors] -> (K+1, B, T), fp32.
-
-        A distractor equal to the target gets -inf so it never counts as a second answer.
-        """
-        neg_is_pos = (y == negatives).all(-1)  # (K, B, T)
-        targets = torch.cat([y.unsqueeze(0), negatives], dim=0)
-        logits = torch.cosine_similarity(x.float(), targets.float(), dim=-1) / self.cfg.logit_temp
-        logits[1:] = logits[1:].masked_fill(neg_is_pos, float("-inf"))
-        return logits
+    def negative_indices(self, num_rows: int, num_steps: int, device: torch.device) -> torch.Tensor:
+        """Distractors for (num_rows, num_steps) targets: (rows, steps, K) flat indices into rows * steps."""
+        return sample_negatives(num_rows, num_steps, self.cfg.num_negatives, self.cfg.cross_sample_negatives,
+                                device=device)
 
     # ---- forward ------------------------------------------------------------------------
     def forward(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None, mask: bool = True,
@@ -238,35 +226,32 @@ class W2v2Model(BaseFairseqModel):
                     "layer_results": enc.layer_results}
 
         result: Dict[str, Any] = {"padding_mask": padding_mask, "features_pen": features_pen}
+        # Candidates: the targets at the masked steps, or with negatives_from_everywhere the
+        # targets at every step (distractors drawn from all of them, as fairseq).
+        candidates = unmasked_features if cfg.negatives_from_everywhere else y
         if self.quantizer is not None:
-            if cfg.negatives_from_everywhere:
-                q = self.quantizer(unmasked_features)
-                y = self.target_projection(q.x)
-                negs, _ = self.sample_negatives(y, y.size(1))
-                negs = negs[:, mask_indices].view(negs.size(0), y.size(0), -1, negs.size(-1))
-                y = y[mask_indices].view(y.size(0), -1, y.size(-1))
-            else:
-                q = self.quantizer(y)
-                y = self.target_projection(q.x)
-                negs, _ = self.sample_negatives(y, y.size(1))
+            q = self.quantizer(candidates)
+            candidates = q.x
             result.update(prob_perplexity=q.prob_perplexity, code_perplexity=q.code_perplexity,
                           num_vars=q.num_vars, temp=q.temp)
+        candidates = self.target_projection(candidates)  # (batch, cand, final_dim)
+        bsz, csz = candidates.shape[:2]
+        negatives = self.negative_indices(bsz, csz, candidates.device)  # (batch, cand, K)
+        if cfg.negatives_from_everywhere:  # keep the masked steps' rows; true target = own step
+            tsz = x.size(1) if mask_indices is None else int(mask_indices[0].sum())
+            steps = torch.arange(csz, device=candidates.device).expand(bsz, csz)
+            positive = steps if mask_indices is None else steps[mask_indices].view(bsz, tsz)
+            negatives = negatives.gather(1, positive.unsqueeze(-1).expand(-1, -1, negatives.size(-1)))
         else:
-            if cfg.negatives_from_everywhere:
-                all_y = self.target_projection(unmasked_features)
-                negs, _ = self.sample_negatives(all_y, all_y.size(1))
-                negs = negs[:, mask_indices].view(negs.size(0), all_y.size(0), -1, negs.size(-1))
-            y = self.target_projection(y)
-            if not cfg.negatives_from_everywhere:
-                negs, _ = self.sample_negatives(y, y.size(1))
+            positive = torch.arange(csz, device=candidates.device).expand(bsz, csz)
 
         if mask_indices is not None:
             x = x[mask_indices].view(x.size(0), -1, x.size(-1))
         if self.target_glu is not None:
-            y = self.target_glu(y)
-            negs = self.target_glu(negs)
+            candidates = self.target_glu(candidates)
         x = self.context_projection(x)
-        result["x"] = self.compute_preds(x, y, negs)
+        result["x"] = contrastive_logits(x, candidates, positive, negatives, cfg.logit_temp,
+                                         cross_sample=cfg.cross_sample_negatives > 0)
         return result
 
     def extract_features(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
