@@ -89,7 +89,8 @@ def main() -> None:
     nparams = sum(p.numel() for p in ours.parameters())
     notes = [f"pretrained arch {args.arch} ({nparams / 1e6:.1f} M params), batch {args.batch} x {args.seconds:g} s, "
              "base_10h masking, frozen feature encoder, LayerDrop 0 (equal work)",
-             f"precision: plugin {args.dtype} (autocast), fairseq {args.peer_dtype} (weights cast, as its --fp16); "
+             f"precision: plugin {args.dtype}{'' if args.dtype == 'fp32' else ' (autocast)'}, fairseq {args.peer_dtype}"
+             f"{'' if args.peer_dtype == 'fp32' else ' (weights cast, as its --fp16)'}; "
              f"optimizer fairseq Adam; CTC loss sum; "
              f"warm-up {args.warmup}, {args.repeats} alternating repeats",
              "step MB: peak minus resident memory before the first step (fresh process per model)"]

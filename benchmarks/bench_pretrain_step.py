@@ -109,7 +109,8 @@ def main() -> None:
     frames = sample["net_input"]["mask_indices"].size(1)
     notes = [f"arch {args.arch} ({nparams / 1e6:.1f} M params), batch {args.batch} x {args.seconds:g} s "
              f"({frames} frames, {masked} masked per row), LayerDrop 0 (equal work), dropout as the recipe",
-             f"precision: plugin {args.dtype} (autocast), fairseq {args.peer_dtype} (weights cast, as its --fp16); optimizer fairseq Adam; "
+             f"precision: plugin {args.dtype}{'' if args.dtype == 'fp32' else ' (autocast)'}, fairseq {args.peer_dtype}"
+             f"{'' if args.peer_dtype == 'fp32' else ' (weights cast, as its --fp16)'}; optimizer fairseq Adam; "
              f"criterion fairseq wav2vec (infonce); warm-up {args.warmup}, {args.repeats} alternating repeats",
              "step MB: peak minus resident memory before the first step (fresh process per model)"]
     ratios = (time_ratios(f"pretraining step, fairseq {args.peer_dtype} / plugin {args.dtype}", rows, MODELS[0], MODELS[1])

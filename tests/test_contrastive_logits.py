@@ -73,3 +73,29 @@ def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="positive"):
         contrastive_logits(torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.zeros(2, 2, dtype=torch.long),
                            torch.zeros(2, 3, 1, dtype=torch.long), 1.0)
+
+
+def test_logits_stay_fp32_under_autocast():
+    torch.manual_seed(3)
+    x, cand = torch.randn(2, 50, 64), torch.randn(2, 50, 64)
+    negatives = sample_negatives(2, 50, 10)
+    positive = torch.arange(50).expand(2, 50)
+    ref = contrastive_logits(x, cand, positive, negatives, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = contrastive_logits(x, cand, positive, negatives, 0.1)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_duplicate_check_in_slices_equals_all_at_once(monkeypatch):
+    import w2v2_plugin.models.contrastive as c
+
+    cand = with_duplicates(2, 9, 6, 4).float()
+    x = torch.randn(2, 9, 6)
+    negatives = sample_negatives(2, 9, 7)
+    positive = torch.arange(9).expand(2, 9)
+    whole = contrastive_logits(x, cand, positive, negatives, 0.1)
+    monkeypatch.setattr(c, "_COMPARE_CHUNK", 1)  # one distractor per slice
+    sliced = contrastive_logits(x, cand, positive, negatives, 0.1)
+    assert torch.isinf(whole).any() and torch.equal(torch.isinf(whole), torch.isinf(sliced))
+    assert torch.allclose(whole[torch.isfinite(whole)], sliced[torch.isfinite(sliced)])

@@ -88,6 +88,7 @@ class _StridedConv1d(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],  # type: ignore[override]
                 kernel: int, stride: int) -> torch.Tensor:
         # x: (batch, sample, in_channel) contiguous; weight: (out_channel, kernel * in_channel) in (kernel, channel) order
+        x = x.contiguous()  # _frame_windows' strides assume it
         b, length, _ = x.shape
         frames = (length - kernel) // stride + 1
         cols = _frame_windows(x, kernel, stride, frames)  # (batch * frame, kernel * in_channel)
@@ -172,7 +173,7 @@ class ConvBlock(nn.Module):
         # x: (batch, sample, channel) -> (batch, frame, channel)
         w = self.conv.weight  # (out, in, kernel) -> (out, kernel * in), the window order of _frame_windows
         w = w.transpose(1, 2).reshape(w.size(0), -1)
-        x = _StridedConv1d.apply(x.contiguous(), w, self.conv.bias, self.kernel, self.stride)
+        x = _StridedConv1d.apply(x, w, self.conv.bias, self.kernel, self.stride)
         if self.norm_type == "group":
             # one group per channel = each channel normalized over time; the group-norm kernel
             # reads this (batch, channel, 1, frame) view as channels-last: no transpose copy

@@ -13,10 +13,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# Elements compared at once by the duplicate check: bounds its transient (K, dim) gathers.
+_COMPARE_CHUNK = 1 << 24
 
-def _equal_row_groups(rows: torch.Tensor) -> torch.Tensor:
-    """(n, dim) -> (n,) ids, equal for rows that are equal in every element."""
-    return torch.unique(rows.detach(), dim=0, return_inverse=True)[1]
+
+@torch.no_grad()
+def _distractor_is_target(flat: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """(batch, step, K) bool: distractor row equal to the true target row in every element.
+
+    Exact, as fairseq's ``(y == negatives).all(-1)``, and free of host syncs; the rows are
+    gathered a slice of distractors at a time so the transient stays under _COMPARE_CHUNK elements.
+    """
+    bsz, tsz, k = negatives.shape
+    own = flat[target]  # (batch, step, dim)
+    per = max(1, _COMPARE_CHUNK // max(1, bsz * tsz * flat.size(1)))
+    return torch.cat([(flat[negatives[..., i:i + per]] == own.unsqueeze(2)).all(-1)
+                      for i in range(0, k, per)], dim=-1)
 
 
 def contrastive_logits(x: torch.Tensor, candidates: torch.Tensor, positive: torch.Tensor,
@@ -29,7 +41,8 @@ def contrastive_logits(x: torch.Tensor, candidates: torch.Tensor, positive: torc
     negatives: (batch, step, K) long, flat index into ``candidates.view(batch * cand, dim)``;
         with ``cross_sample=False`` every distractor must come from the step's own row (the
         default sampler's contract; not checked, which would cost a host sync per step).
-    Returns (K+1, batch, step) fp32, candidate 0 the true target: fairseq's ``compute_preds`` layout.
+    Returns (K+1, batch, step) fp32, also under autocast (as fairseq's cosine similarity),
+    candidate 0 the true target: fairseq's ``compute_preds`` layout.
     """
     if x.dim() != 3 or candidates.dim() != 3 or x.size(0) != candidates.size(0) or x.size(2) != candidates.size(2):
         raise ValueError(f"expected x (batch, step, dim) and candidates (batch, cand, dim), got "
@@ -39,21 +52,21 @@ def contrastive_logits(x: torch.Tensor, candidates: torch.Tensor, positive: torc
                          f"start with x's (batch, step) = {tuple(x.shape[:2])}")
     bsz, tsz, dim = x.shape
     csz = candidates.size(1)
-    # fp32 as fairseq; normalizing each side by max(norm, eps) equals cosine_similarity's
-    # x.y / max(|x||y|, eps) except for vectors of norm < 1e-8
-    xn = F.normalize(x.float(), dim=-1, eps=1e-8)
-    cn = F.normalize(candidates.float(), dim=-1, eps=1e-8)
     row_start = torch.arange(bsz, device=x.device).view(bsz, 1, 1) * csz
     index = torch.cat([positive.unsqueeze(-1) + row_start, negatives], dim=-1)  # (batch, step, K+1), flat
-    if not cross_sample:  # every distractor from its own utterance: (batch, step, cand) products suffice
-        sims = torch.bmm(xn, cn.transpose(1, 2))
-        logits = sims.gather(2, index - row_start)
-    else:  # cross-sample distractors: every step against every candidate of the batch
-        sims = xn.reshape(bsz * tsz, dim) @ cn.reshape(bsz * csz, dim).t()
-        logits = sims.gather(1, index.view(bsz * tsz, -1)).view(bsz, tsz, -1)
-    logits = logits / temperature
+    # fp32 even under autocast (bmm / matmul would otherwise run in bf16 / fp16); normalizing each
+    # side by max(norm, eps) equals cosine_similarity's x.y / max(|x||y|, eps) except for norms < 1e-8
+    with torch.autocast(x.device.type, enabled=False):
+        xn = F.normalize(x.float(), dim=-1, eps=1e-8)
+        cn = F.normalize(candidates.float(), dim=-1, eps=1e-8)
+        if not cross_sample:  # every distractor from its own utterance: (batch, step, cand) products suffice
+            sims = torch.bmm(xn, cn.transpose(1, 2))
+            logits = sims.gather(2, index - row_start)
+        else:  # cross-sample distractors: every step against every candidate of the batch
+            sims = xn.reshape(bsz * tsz, dim) @ cn.reshape(bsz * csz, dim).t()
+            logits = sims.gather(1, index.view(bsz * tsz, -1)).view(bsz, tsz, -1)
+        logits = logits / temperature
     if negatives.size(-1):
-        groups = _equal_row_groups(candidates.reshape(bsz * csz, dim))
-        same = groups[negatives] == groups[index[..., :1]]  # (batch, step, K)
+        same = _distractor_is_target(candidates.reshape(bsz * csz, dim), index[..., 0], negatives)
         logits = torch.cat([logits[..., :1], logits[..., 1:].masked_fill(same, float("-inf"))], dim=-1)
     return logits.permute(2, 0, 1)  # (K+1, batch, step)
