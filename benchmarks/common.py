@@ -468,10 +468,10 @@ class TrainPrecision:
         self.cast = cast_weights and dtype_name != "fp32"
         if self.cast:
             model.to(DTYPES[dtype_name])
-        self.optimizer = fairseq_adam([p for p in model.parameters() if p.requires_grad])
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = fairseq_adam(self.params)
         self.scaler = torch.amp.GradScaler(device.type) if dtype_name == "fp16" and not self.cast else None
         self.static_scale = 128.0 if dtype_name == "fp16" and self.cast else 1.0
-        self.params = [p for p in model.parameters() if p.requires_grad]
 
     def inputs(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(DTYPES[self.dtype_name]) if self.cast and t.is_floating_point() else t

@@ -115,7 +115,7 @@ class _StridedConv1d(torch.autograd.Function):
             # into a (batch, frame, s * channel) view; the k - s overlapping slots are added.
             gc = (g @ weight).view(b, frames, k, c)
             grad_x = x.new_empty(b, length, c)
-            first = min(k, s) if k >= s else 0
+            first = s if k >= s else 0  # slots placed by the copy; k < s leaves gaps: add them all
             if first:
                 grad_x[:, :s * frames].view(b, frames, s, c).copy_(gc[:, :, :s])
                 grad_x[:, s * frames:].zero_()

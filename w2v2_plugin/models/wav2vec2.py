@@ -237,13 +237,10 @@ class W2v2Model(BaseFairseqModel):
         candidates = self.target_projection(candidates)  # (batch, cand, final_dim)
         bsz, csz = candidates.shape[:2]
         negatives = self.negative_indices(bsz, csz, candidates.device)  # (batch, cand, K)
-        if cfg.negatives_from_everywhere:  # keep the masked steps' rows; true target = own step
-            tsz = x.size(1) if mask_indices is None else int(mask_indices[0].sum())
-            steps = torch.arange(csz, device=candidates.device).expand(bsz, csz)
-            positive = steps if mask_indices is None else steps[mask_indices].view(bsz, tsz)
+        positive = torch.arange(csz, device=candidates.device).expand(bsz, csz)  # true target = own step
+        if cfg.negatives_from_everywhere and mask_indices is not None:  # keep the masked steps' rows
+            positive = positive[mask_indices].view(bsz, -1)
             negatives = negatives.gather(1, positive.unsqueeze(-1).expand(-1, -1, negatives.size(-1)))
-        else:
-            positive = torch.arange(csz, device=candidates.device).expand(bsz, csz)
 
         if mask_indices is not None:
             x = x[mask_indices].view(x.size(0), -1, x.size(-1))
