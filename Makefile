@@ -19,7 +19,7 @@ $(VENV)/.installed: setup.cfg requirements-fairseq.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q --no-deps -r requirements-fairseq.txt
-	$(PIP) install -q -e '.[test,hf,plot]'
+	$(PIP) install -q -e '.[test,hf,plot,tb,lhotse]'
 	@touch $@
 
 env: sysdeps $(VENV)/.installed
