@@ -38,6 +38,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+# the one checkpoint reader (weights_only, scoped safe globals) and its errors, re-exported here
+from .checkpoint_io import CheckpointError, UnsafeCheckpointError, load_checkpoint_file  # noqa: F401
+
 FAIRSEQ_TO_PLUGIN: List[Tuple[str, str]] = [
     (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"feature_encoder.conv_layers.\1.conv.\2"),
     (r"feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)", r"feature_encoder.conv_layers.\1.norm.\2"),
@@ -70,10 +73,6 @@ _IGNORED_FAIRSEQ_KEYS = re.compile(r"encoder\.version|.*\._float_tensor")
 class UnknownKeyError(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it one plain line
         return str(self.args[0])
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or converted; the message says which and why."""
 
 
 def looks_like_fairseq_wav2vec2(state_dict: Mapping[str, Any]) -> bool:
@@ -157,20 +156,6 @@ def plugin_to_fairseq_state_dict(state_dict: Mapping[str, torch.Tensor], extract
 
 
 # ---- whole checkpoints ------------------------------------------------------------------------
-
-def load_checkpoint_file(path: str) -> Dict[str, Any]:
-    """Load a checkpoint the user named. fairseq's own files pickle objects (argparse Namespace,
-    Dictionary), so this uses weights_only=False: only for files the user points at."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' entry)")
-    return state
-
 
 def to_plain(obj: Any) -> Any:
     """DictConfig / Namespace / enums / tuples -> plain python containers (weights_only-safe)."""
@@ -257,19 +242,61 @@ def convert_wav2vec2_checkpoint(state: Mapping[str, Any]) -> Dict[str, Any]:
     }
 
 
-def save_checkpoint_atomic(state: Mapping[str, Any], path: str) -> None:
-    """torch.save to a temp file beside ``path`` and rename: never a half-written file."""
+def _atomic_file(path: str, write) -> None:
+    """``write(tmp)`` fills a temp file beside ``path`` (umask's usual mode), renamed into place:
+    never a half-written file."""
     import os
-    import tempfile
+
+    from .fileio import mkstemp, plain_file_mode
 
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
+    fd, tmp = mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1] or ".tmp")
     os.close(fd)
     try:
-        torch.save(dict(state), tmp)
+        write(tmp)
+        os.chmod(tmp, plain_file_mode())  # writers that replace the file (safetensors) make it 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_checkpoint_atomic(state: Mapping[str, Any], path: str) -> None:
+    """torch.save to a temp file beside ``path`` and rename: never a half-written file."""
+    _atomic_file(path, lambda tmp: torch.save(dict(state), tmp))
+
+
+def safetensors_path(checkpoint_path: str) -> str:
+    """``OUT.pt`` -> ``OUT.safetensors`` (any other name gets ``.safetensors`` appended)."""
+    return (checkpoint_path[:-3] if checkpoint_path.endswith(".pt") else checkpoint_path) + ".safetensors"
+
+
+def safetensors_ready(weights: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The tensors as ``safetensors.torch.save_file`` takes them: detached, contiguous, and no
+    two sharing storage (it refuses shared or overlapping tensors); copies only where needed."""
+    out: Dict[str, torch.Tensor] = {}
+    seen: set = set()
+    for name, value in weights.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"weight {name!r} is a {type(value).__name__}, not a tensor")
+        t = value.detach()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if not t.is_contiguous() or (ptr is not None and ptr in seen):
+            t = t.contiguous().clone()
+            ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if ptr is not None:
+            seen.add(ptr)
+        out[name] = t
+    return out
+
+
+def save_safetensors_atomic(weights: Mapping[str, torch.Tensor], path: str,
+                            metadata: Optional[Mapping[str, str]] = None) -> None:
+    """The weights as a ``.safetensors`` file (atomic, umask's usual mode)."""
+    from safetensors.torch import save_file
+
+    tensors = safetensors_ready(weights)
+    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+    _atomic_file(path, lambda tmp: save_file(tensors, tmp, metadata=meta))

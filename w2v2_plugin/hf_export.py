@@ -17,12 +17,13 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from typing import Any, Dict, NamedTuple, Optional, Union
 
 import torch
 from fairseq.data import Dictionary
 
+from .checkpoint_io import DEFAULT_OPT_IN, UnsafeCheckpointError, load_model_ensemble_and_task
+from .fileio import mkdtemp, plain_file_mode
 from .models.config import parse_conv_layers
 
 
@@ -152,20 +153,21 @@ def hf_vocab(dictionary: Dictionary) -> Dict[str, int]:
     return {s: i for i, s in sorted(names.items())}
 
 
-def _load(model_or_ckpt: Union[str, os.PathLike, torch.nn.Module], dictionary: Optional[Dictionary]):
+def _load(model_or_ckpt: Union[str, os.PathLike, torch.nn.Module], dictionary: Optional[Dictionary],
+          trust: bool = False, opt_in: str = DEFAULT_OPT_IN):
     if isinstance(model_or_ckpt, torch.nn.Module):
         if dictionary is None:
             raise HfExportError("pass the target dictionary with a model object")
         return model_or_ckpt, dictionary
-    from fairseq import checkpoint_utils
-
     import w2v2_plugin  # noqa: F401  (registers the plugin's task and model)
 
     path = str(model_or_ckpt)
     if not os.path.isfile(path):
         raise HfExportError(f"{path}: no such checkpoint")
     try:
-        models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([path])
+        models, _cfg, task = load_model_ensemble_and_task(path, trust=trust, opt_in=opt_in)
+    except UnsafeCheckpointError as e:
+        raise HfExportError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - any failure here means "not a w2v2_ctc checkpoint"
         raise HfExportError(f"{path}: cannot load as a w2v2_ctc checkpoint ({type(e).__name__}: {e}); "
                             f"convert fairseq wav2vec_ctc checkpoints with w2v2-convert first") from None
@@ -173,14 +175,17 @@ def _load(model_or_ckpt: Union[str, os.PathLike, torch.nn.Module], dictionary: O
 
 
 def export_to_hf(model_or_ckpt: Union[str, os.PathLike, torch.nn.Module], dictionary: Optional[Dictionary],
-                 out_dir: str, overwrite: bool = False) -> HfExportResult:
+                 out_dir: str, overwrite: bool = False, trust: bool = False,
+                 opt_in: str = DEFAULT_OPT_IN) -> HfExportResult:
     """Write a transformers ``Wav2Vec2ForCTC`` directory for a ``w2v2_ctc`` model or checkpoint.
 
     ``dictionary`` may be None for a checkpoint (its own target dictionary is used). The
     directory is assembled beside ``out_dir`` and renamed into place: never half-written.
+    A checkpoint is read by :func:`w2v2_plugin.checkpoint_io.load_checkpoint_file` (no code
+    run from it; ``trust=True`` is the user's opt-in for files that need more).
     """
     transformers = _require_transformers()
-    model, dictionary = _load(model_or_ckpt, dictionary)
+    model, dictionary = _load(model_or_ckpt, dictionary, trust, opt_in)
     if not hasattr(model, "w2v_encoder") or not hasattr(model.w2v_encoder, "w2v_model"):
         raise HfExportError(f"{type(model).__name__} is not a w2v2_ctc model")
     vocab_size = model.w2v_encoder.proj.out_features
@@ -196,7 +201,7 @@ def export_to_hf(model_or_ckpt: Union[str, os.PathLike, torch.nn.Module], dictio
 
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".hf-export-", dir=parent)
+    tmp = mkdtemp(prefix=".hf-export-", dir=parent)  # the umask's usual mode, not mkdtemp's 0700
     try:
         hf.save_pretrained(tmp)
         vocab_path = os.path.join(tmp, "vocab.json")
@@ -210,6 +215,9 @@ def export_to_hf(model_or_ckpt: Union[str, os.PathLike, torch.nn.Module], dictio
         transformers.Wav2Vec2FeatureExtractor(
             feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=normalize,
             return_attention_mask=config.feat_extract_norm == "layer").save_pretrained(tmp)
+        for name in os.listdir(tmp):  # safetensors writes model.safetensors 0600
+            if os.path.isfile(os.path.join(tmp, name)):
+                os.chmod(os.path.join(tmp, name), plain_file_mode())
         if os.path.exists(out_dir):
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

@@ -7,15 +7,18 @@
   ``wav2vec_ctc`` or a plugin ``w2v2_ctc`` checkpoint -- as a transformers
   ``Wav2Vec2ForCTC`` directory (needs ``pip install transformers``).
 
+- ``--safetensors``: also write the weights as ``OUT.safetensors`` beside ``OUT.pt``.
+
 The output loads with ``fairseq.checkpoint_utils.load_model_ensemble_and_task([OUT],
 arg_overrides={"user_dir": <path to w2v2_plugin>})`` and with torch's default
-``weights_only=True``: it holds plain data only. The input is loaded with
-``weights_only=False`` because fairseq pickles objects into its files: convert only files
-you trust.
+``weights_only=True``: it holds plain data only. The input is read without running code from
+it (:mod:`w2v2_plugin.checkpoint_io`: ``weights_only=True`` admitting only the classes fairseq's
+own files pickle); a file that needs more is refused unless ``--trust-checkpoint`` is given.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -24,8 +27,12 @@ from ..conversion import (
     checkpoint_model_cfg,
     convert_wav2vec2_checkpoint,
     load_checkpoint_file,
+    safetensors_path,
     save_checkpoint_atomic,
+    save_safetensors_atomic,
 )
+
+TRUST_OPT_IN = "pass --trust-checkpoint"
 
 # model name found in the input checkpoint -> converter returning the output checkpoint dict
 Converter = Callable[[Mapping[str, Any], argparse.Namespace], Dict[str, Any]]
@@ -61,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "which does not contain it")
     p.add_argument("--to-hf", default=None, metavar="OUT_DIR",
                    help="export the fine-tuned CTC model as a transformers Wav2Vec2ForCTC directory")
+    p.add_argument("--safetensors", action="store_true",
+                   help="also write the converted weights as OUTPUT's name with .safetensors (beside the .pt)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load INPUT with torch.load(weights_only=False) even if its pickle needs classes "
+                        "beyond the plain data of fairseq checkpoints: this can run code from the file, "
+                        "use it only for files you trust")
     return p
 
 
@@ -71,7 +84,6 @@ def detect_model(state: Mapping[str, Any]) -> str:
 
 def _export_hf(args: argparse.Namespace, name: str, out: Optional[Dict[str, Any]]) -> str:
     """--to-hf: export a w2v2_ctc checkpoint (the input, or the converted output) to OUT_DIR."""
-    import os
     import tempfile
 
     from ..hf_export import export_to_hf
@@ -80,7 +92,7 @@ def _export_hf(args: argparse.Namespace, name: str, out: Optional[Dict[str, Any]
         raise CheckpointError(f"{args.input}: --to-hf exports fine-tuned CTC models; this is a "
                               f"{name!r} checkpoint")
     if out is None:  # already a plugin checkpoint
-        res = export_to_hf(args.input, None, args.to_hf)
+        res = export_to_hf(args.input, None, args.to_hf, trust=args.trust_checkpoint, opt_in=TRUST_OPT_IN)
     elif args.output:
         res = export_to_hf(args.output, None, args.to_hf)
     else:
@@ -100,8 +112,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.output is None and args.to_hf is None:
         parser.error("give OUTPUT and/or --to-hf OUT_DIR")
+    if args.safetensors and args.output is None:
+        parser.error("--safetensors writes beside OUTPUT: give OUTPUT")
     try:
-        state = load_checkpoint_file(args.input)
+        state = load_checkpoint_file(args.input, trust=args.trust_checkpoint, opt_in=TRUST_OPT_IN)
         name = detect_model(state)
         if name == "w2v2_ctc" and args.to_hf and not args.output:
             del state
@@ -117,6 +131,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"w2v2-convert: {args.input} ({name}) -> {args.output} "
                   f"[{out['cfg']['model']['_name']}, {len(out['model'])} tensors, "
                   f"{n_params / 1e6:.2f}M parameters]")
+            if args.safetensors:
+                st_path = safetensors_path(args.output)
+                save_safetensors_atomic(out["model"], st_path,
+                                        {"format": "pt", "model": out["cfg"]["model"]["_name"],
+                                         "checkpoint": os.path.basename(args.output)})
+                print(f"w2v2-convert: weights also in {st_path} [safetensors]")
         if args.to_hf:
             print(_export_hf(args, name, out))
     except (CheckpointError, KeyError, ValueError, OSError) as e:

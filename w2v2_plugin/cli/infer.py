@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", help="split of the manifest directory: reads SUBSET.tsv and SUBSET.wrd/.ltr")
     p.add_argument("--path", help="fine-tuned CTC checkpoint (plugin w2v2_ctc, or fairseq wav2vec_ctc)")
     p.add_argument("--dict", help="unit dictionary (dict.ltr.txt), only if the checkpoint carries none")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load --path with torch.load(weights_only=False) even if its pickle needs classes beyond "
+                        "the plain data of fairseq checkpoints: this can run code from the file, use it only "
+                        "for files you trust")
     p.add_argument("--results-path", help="write hypos.SUBSET.jsonl and summary.SUBSET.json here")
     p.add_argument("--save-emissions", metavar="DIR", help="keep the model's emissions here for re-decoding")
     p.add_argument("--emissions", metavar="DIR", help="decode emissions saved by --save-emissions (no model run)")
@@ -98,7 +102,7 @@ def config_from_args(args: argparse.Namespace):
         tune = TuneConfig(trials=args.tune_trials, method=args.tune_method, seed=args.tune_seed,
                           lm_weight=tuple(args.lm_weight_range), word_score=tuple(args.word_score_range))
     return InferConfig(data=data, subset=args.subset or "test", inputs=inputs or (), path=args.path,
-                       dict=args.dict, emissions=args.emissions, save_emissions=args.save_emissions,
+                       dict=args.dict, trust_checkpoint=args.trust_checkpoint, emissions=args.emissions, save_emissions=args.save_emissions,
                        results_path=args.results_path, decoder=DecoderConfig(**dec), workers=max(1, args.workers),
                        max_tokens=args.max_tokens, device=args.device, chunk=ChunkConfig(args.chunk_seconds, args.context_seconds),
                        tune=tune, progress=not args.quiet)

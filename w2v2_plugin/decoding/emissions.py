@@ -1,8 +1,9 @@
 """Acoustic model -> CTC emissions (log-probs per frame), with long-audio chunking.
 
-Loading: plugin ``w2v2_ctc`` checkpoints load with fairseq's
-``checkpoint_utils.load_model_ensemble_and_task`` (the plugin imported, as ``--user-dir`` does);
-fairseq ``wav2vec_ctc`` checkpoints go through :mod:`w2v2_plugin.conversion_ctc` first. Any
+Loading: the file is read without running code from it (:mod:`w2v2_plugin.checkpoint_io`),
+then fairseq's ``checkpoint_utils.load_model_ensemble_and_task`` builds the model from that
+state (the plugin imported, as ``--user-dir`` does); fairseq ``wav2vec_ctc`` checkpoints go
+through :mod:`w2v2_plugin.conversion_ctc` first, in memory. Any
 model with fairseq's CTC interface works: ``net_out = model(source=wav, padding_mask=pm)``,
 ``model.get_normalized_probs(net_out, log_probs=True)`` -> (frame, batch, unit).
 
@@ -16,8 +17,6 @@ see local context gives exactly the whole-file emissions, and memory is bounded 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
@@ -184,19 +183,25 @@ def resolve_device(device: str) -> str:
 
 
 def load_acoustic_model(path: str | Path, data_dir: str | None = None, dict_path: str | None = None,
-                        device: str = "cpu") -> AcousticModel:
-    """Load a fine-tuned CTC checkpoint (plugin ``w2v2_ctc``, or fairseq ``wav2vec_ctc`` converted)."""
-    import w2v2_plugin  # noqa: F401  (registers the plugin's tasks and models, as --user-dir does)
-    from fairseq import checkpoint_utils
+                        device: str = "cpu", trust: bool = False) -> AcousticModel:
+    """Load a fine-tuned CTC checkpoint (plugin ``w2v2_ctc``, or fairseq ``wav2vec_ctc`` converted).
 
-    from ..conversion import checkpoint_model_cfg, load_checkpoint_file
+    The file is read once, by :func:`w2v2_plugin.checkpoint_io.load_checkpoint_file` (no code
+    run from it unless ``trust``, the user's ``--trust-checkpoint``), and fairseq builds the
+    model from that state."""
+    import w2v2_plugin  # noqa: F401  (registers the plugin's tasks and models, as --user-dir does)
+
+    from ..checkpoint_io import UnsafeCheckpointError, load_checkpoint_file, load_model_ensemble_and_task
+    from ..conversion import checkpoint_model_cfg
     from ..conversion_ctc import convert_wav2vec_ctc_checkpoint, is_wav2vec_ctc
 
     path = Path(path)
     if not path.is_file():
         raise DecodingError(f"{path}: checkpoint not found")
     try:
-        state = load_checkpoint_file(str(path))
+        state = load_checkpoint_file(str(path), trust=trust, opt_in="pass --trust-checkpoint")
+    except UnsafeCheckpointError as e:
+        raise DecodingError(str(e)) from None
     except Exception as e:
         raise DecodingError(f"{path}: cannot read the checkpoint ({str(e).splitlines()[0][:200]})") from None
     try:
@@ -209,33 +214,23 @@ def load_acoustic_model(path: str | Path, data_dir: str | None = None, dict_path
     overrides: dict[str, Any] = {}
     if data_dir:
         overrides["data"] = str(data_dir)
-    tmp: str | None = None
-    load_path = str(path)
-    try:
-        if is_wav2vec_ctc(state):
-            if dict_path is None and data_dir and (Path(data_dir) / "dict.ltr.txt").is_file():
-                dict_path = str(Path(data_dir) / "dict.ltr.txt")
-            try:
-                converted = convert_wav2vec_ctc_checkpoint(state, dict_path)
-            except Exception as e:
-                raise DecodingError(f"{path}: fairseq wav2vec_ctc checkpoint could not be converted "
-                                    f"({str(e).splitlines()[0][:200]}); try 'w2v2-convert' with --dict") from None
-            fd, tmp = tempfile.mkstemp(suffix=".pt", prefix=".w2v2_infer_")
-            os.close(fd)
-            torch.save(converted, tmp)
-            load_path = tmp
-        del state
+    if is_wav2vec_ctc(state):
+        if dict_path is None and data_dir and (Path(data_dir) / "dict.ltr.txt").is_file():
+            dict_path = str(Path(data_dir) / "dict.ltr.txt")
         try:
-            models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([load_path], arg_overrides=overrides)
-        except DecodingError:
-            raise
+            state = convert_wav2vec_ctc_checkpoint(state, dict_path)
         except Exception as e:
-            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise DecodingError(f"{path}: fairseq could not build the model ({type(e).__name__}: {msg}); is it a "
-                                f"fine-tuned CTC checkpoint?") from None
-    finally:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
+            raise DecodingError(f"{path}: fairseq wav2vec_ctc checkpoint could not be converted "
+                                f"({str(e).splitlines()[0][:200]}); try 'w2v2-convert' with --dict") from None
+    try:
+        models, _cfg, task = load_model_ensemble_and_task(str(path), arg_overrides=overrides, state=state)
+    except DecodingError:
+        raise
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise DecodingError(f"{path}: fairseq could not build the model ({type(e).__name__}: {msg}); is it a "
+                            f"fine-tuned CTC checkpoint?") from None
+    del state
     model = models[0]
     if not hasattr(model, "get_normalized_probs"):
         raise DecodingError(f"{path}: the model has no CTC output (get_normalized_probs); pass a fine-tuned "

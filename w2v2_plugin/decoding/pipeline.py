@@ -33,6 +33,8 @@ class InferConfig:
     inputs: Sequence[str] = field(default=(), metadata={"help": "audio files or folders (instead of a manifest)"})
     path: str | None = field(default=None, metadata={"help": "fine-tuned CTC checkpoint"})
     dict: str | None = field(default=None, metadata={"help": "unit dictionary, if the checkpoint has none"})
+    trust_checkpoint: bool = field(default=False, metadata={"help": "load the checkpoint even if its pickle "
+                                                                    "needs more than plain data (can run code)"})
     emissions: str | None = field(default=None, metadata={"help": "decode these cached emissions (no model run)"})
     save_emissions: str | None = field(default=None, metadata={"help": "keep the emissions in this directory"})
     results_path: str | None = field(default=None, metadata={"help": "directory for hypotheses + summary"})
@@ -85,7 +87,8 @@ def load_model(cfg: InferConfig) -> AcousticModel:
     if not cfg.path:
         raise DecodingError("--path CHECKPOINT is required to compute emissions (or decode cached ones with "
                             "--emissions DIR)")
-    return load_acoustic_model(cfg.path, data_dir=cfg.data, dict_path=cfg.dict, device=cfg.device)
+    return load_acoustic_model(cfg.path, data_dir=cfg.data, dict_path=cfg.dict, device=cfg.device,
+                               trust=cfg.trust_checkpoint)
 
 
 def compute_emissions(cfg: InferConfig, model: AcousticModel, utts: list[Utterance], cache_dir: Path

@@ -26,9 +26,9 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel, FairseqEncoder, register_model
 from omegaconf import II, MISSING
 
-from ..conversion import (CheckpointError, checkpoint_model_cfg, fairseq_to_plugin_state_dict,
-                          load_checkpoint_file, looks_like_fairseq_wav2vec2, model_cfg_to_w2v2,
-                          to_plain)
+from ..conversion import (CheckpointError, UnsafeCheckpointError, checkpoint_model_cfg,
+                          fairseq_to_plugin_state_dict, load_checkpoint_file, looks_like_fairseq_wav2vec2,
+                          model_cfg_to_w2v2, to_plain)
 from .config import W2v2Config
 from .wav2vec2 import W2v2Model
 
@@ -48,6 +48,11 @@ class W2v2CtcConfig(FairseqDataclass):
         default=MISSING,
         metadata={"help": "pretrained model: a w2v2 checkpoint or a fairseq wav2vec2 one (only "
                           "read when the model is first built; fine-tuned checkpoints keep its config)"})
+    trust_checkpoint: bool = field(
+        default=False,
+        metadata={"help": "load w2v_path with torch.load(weights_only=False) even if its pickle needs more "
+                          "than the plain data of fairseq checkpoints; this can run code from the file: "
+                          "only for files you trust (default: refused with a message)"})
     no_pretrained_weights: bool = field(
         default=False, metadata={"help": "if true, does not load pretrained weights (same "
                                          "architecture, random init: training from scratch)"})
@@ -178,8 +183,9 @@ class Pretrained:
         self.state_dict = state_dict
 
 
-def read_pretrained(path: str) -> Pretrained:
-    """Open ``w2v_path``: a plugin ``w2v2`` or fairseq ``wav2vec2`` pretraining checkpoint."""
+def read_pretrained(path: str, trust: bool = False) -> Pretrained:
+    """Open ``w2v_path``: a plugin ``w2v2`` or fairseq ``wav2vec2`` pretraining checkpoint, read
+    without running code from it unless ``trust`` (``model.trust_checkpoint``)."""
     if not path or path == MISSING or str(path).startswith("???"):
         raise PretrainedModelError("model.w2v_path is not set: point it at a pretrained wav2vec 2.0 "
                                    "checkpoint (w2v2 or fairseq wav2vec2)")
@@ -187,8 +193,10 @@ def read_pretrained(path: str) -> Pretrained:
         raise PretrainedModelError(f"{path}: model.w2v_path does not exist; point it at a pretrained "
                                    f"wav2vec 2.0 checkpoint (w2v2 or fairseq wav2vec2)")
     try:
-        state = load_checkpoint_file(path)
+        state = load_checkpoint_file(path, trust=trust, opt_in="set model.trust_checkpoint=true")
         model_cfg = checkpoint_model_cfg(state)
+    except UnsafeCheckpointError as e:
+        raise PretrainedModelError(f"model.w2v_path={e}") from None
     except CheckpointError as e:
         raise PretrainedModelError(f"{path}: model.w2v_path is not a wav2vec 2.0 checkpoint ({e})") from None
     name = model_cfg.get("_name")
@@ -248,7 +256,7 @@ class W2v2CtcEncoder(FairseqEncoder):
         _check_supported(cfg)
         pretrained: Optional[Pretrained] = None
         if cfg.w2v_args is None:
-            pretrained = read_pretrained(cfg.w2v_path)
+            pretrained = read_pretrained(cfg.w2v_path, trust=bool(getattr(cfg, "trust_checkpoint", False)))
             w2v_args = pretrained.w2v_args
             cfg.w2v_args = w2v_args  # makes the fine-tuned checkpoint self-contained
         else:
