@@ -220,12 +220,15 @@ def test_cli_manifest_viterbi_then_redecode_cached(tiny: SimpleNamespace, tmp_pa
     # re-decode the cached emissions: no checkpoint needed, same Viterbi output, 2 workers
     out2 = tmp_path / "out2"
     assert infer_main(["--emissions", str(em), "--results-path", str(out2), "--workers", "2", "--quiet"]) == 0
-    assert [r["hyp"] for r in _read_jsonl(out2 / "hypos.emissions.jsonl")] == [r["hyp"] for r in recs]
+    # outputs keep the split's name, recorded in the cache (not "emissions")
+    assert json.loads((em / "meta.json").read_text())["split"] == "test"
+    assert sorted(p.name for p in out2.iterdir()) == ["hypos.test.jsonl", "summary.test.json"]
+    assert [r["hyp"] for r in _read_jsonl(out2 / "hypos.test.jsonl")] == [r["hyp"] for r in recs]
     # and lexicon-free beam search with an n-best list
     out3 = tmp_path / "out3"
     assert infer_main(["--emissions", str(em), "--results-path", str(out3), "--decoder", "lexfree", "--nbest", "3",
                        "--beam", "10", "--workers", "2", "--quiet"]) == 0
-    recs3 = _read_jsonl(out3 / "hypos.emissions.jsonl")
+    recs3 = _read_jsonl(out3 / "hypos.test.jsonl")
     assert all(1 <= len(r["nbest"]) <= 3 for r in recs3)
     assert all(r["nbest"][0]["score"] >= r["nbest"][-1]["score"] for r in recs3)
 

@@ -2,7 +2,8 @@
 
 Layout of a cache directory::
 
-    meta.json      units (symbol list), frame_seconds, sample_rate, checkpoint
+    meta.json      units (symbol list), frame_seconds, sample_rate, checkpoint, split (the
+                   manifest split, or "inputs": w2v2-infer --emissions names its outputs after it)
     index.jsonl    one line per utterance: id, ref, seconds, frames, file
     em/000000.npy  (frame, unit) float32 log-probs
 
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..fileio import mkstemp
 from .errors import DecodingError
 from .units import UnitDictionary
 
@@ -37,7 +38,7 @@ def jsonable(obj: Any) -> Any:
 
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -8,11 +8,11 @@ word with its pieces, e.g. ``HELLO\t▁HEL LO``.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
+from ..fileio import mkstemp
 from .errors import DecodingError, where
 from .units import LETTER_BOUNDARY, SP_BOUNDARY, UnitDictionary
 
@@ -64,7 +64,7 @@ def write_lexicon(path: str | Path, lexicon: Lexicon | Mapping[str, Sequence[Seq
     entries = lexicon.entries if isinstance(lexicon, Lexicon) else lexicon
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for word, spellings in entries.items():

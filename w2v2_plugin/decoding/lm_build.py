@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Iterator, NamedTuple
 
+from ..fileio import mkstemp
 from .errors import DecodingError, where
 from .kenlm_tools import find_kenlm_tools, run_build_binary, run_lmplz
 from .lexicon import Lexicon, Speller, build_lexicon, write_lexicon
@@ -85,7 +86,7 @@ def _speller(cfg: LMBuildConfig) -> tuple[UnitDictionary | None, Speller | None]
 
 
 def _atomic_text(path: Path) -> tuple[IO[str], Path]:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
     return os.fdopen(fd, "w", encoding="utf-8"), Path(tmp)
 
 

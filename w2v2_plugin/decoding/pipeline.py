@@ -83,6 +83,20 @@ def collect_inputs(cfg: InferConfig) -> list[Utterance]:
     return utts
 
 
+def input_name(cfg: InferConfig) -> str:
+    """The name of what is transcribed, for output file names: the manifest split, or ``inputs``."""
+    return cfg.subset if cfg.data else "inputs"
+
+
+def split_name(cfg: InferConfig, cache: EmissionCache) -> str:
+    """Outputs are named after the split; decoding cached emissions, the split the cache
+    recorded (``emissions`` for caches written before it was recorded)."""
+    if cfg.emissions:
+        name = str(cache.meta.get("split") or "")
+        return name if name and "/" not in name and "\\" not in name and name not in (".", "..") else "emissions"
+    return input_name(cfg)
+
+
 def load_model(cfg: InferConfig) -> AcousticModel:
     if not cfg.path:
         raise DecodingError("--path CHECKPOINT is required to compute emissions (or decode cached ones with "
@@ -96,7 +110,7 @@ def compute_emissions(cfg: InferConfig, model: AcousticModel, utts: list[Utteran
     """Run the acoustic model once over ``utts`` (batched by length, long ones chunked)."""
     assert cfg.path is not None
     cache = EmissionCache.create(cache_dir, model.units, model.frame_seconds, checkpoint=str(Path(cfg.path).resolve()),
-                                 sample_rate=model.sample_rate)
+                                 sample_rate=model.sample_rate, split=input_name(cfg))
     c, k = model._window(cfg.chunk)
     long_limit = c + 2 * k
     lengths = [u.n_samples for u in utts]
@@ -157,7 +171,7 @@ def run_tune(cache: EmissionCache, cfg: InferConfig, out_dir: Path | None) -> tu
     tuned_path = None
     if out_dir is not None:
         tuned_path = out_dir / "tuned.json"
-        write_tuned(tuned_path, result, base, cfg.tune, dev=f"{cfg.data or cfg.emissions}:{cfg.subset}")
+        write_tuned(tuned_path, result, base, cfg.tune, dev=f"{cfg.data or cfg.emissions}:{split_name(cfg, cache)}")
         print(f"wrote {tuned_path} (use it with --decoder-params {tuned_path})")
     return replace(cfg.decoder, lm_weight=result.best.lm_weight, word_score=result.best.word_score), tuned_path
 
@@ -212,7 +226,7 @@ def run(cfg: InferConfig) -> InferSummary:
     audio_seconds = sum(e.seconds for e in cache.entries)
     rtf = (emission_seconds + decode_seconds) / audio_seconds if audio_seconds else float("nan")
     hypos_path = summary_path = None
-    name = cfg.subset if cfg.data else ("emissions" if cfg.emissions else "inputs")
+    name = split_name(cfg, cache)
     if out_dir is not None:
         hypos_path = out_dir / f"hypos.{name}.jsonl"
         write_atomic(hypos_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _records(cache, hyps)))
