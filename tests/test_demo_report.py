@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from examples.demo.logs import parse_line, read_log
-from examples.demo.report import Row, table_markdown, write_results
-from examples.demo.run import DEFAULT, QUICK, scaled
+from examples.demo.logs import completed_updates, parse_line, read_log
+from examples.demo.report import Row, improvements, summary_sentence, table_markdown, write_results
+from examples.demo.run import DEFAULT, QUICK, Demo, scaled
 from examples.demo.steps import StepError, resolve, run_step
 
 TRAIN = ('[2026-11-27 06:25:57,070][train_inner][INFO] - {"epoch": 1, "loss": "7.779", '
@@ -54,7 +54,7 @@ def test_table_and_files(tmp_path: Path) -> None:
 
 
 def test_budget_scaling() -> None:
-    p = scaled(DEFAULT, 60, None)
+    p = scaled(DEFAULT, 2 * DEFAULT.budget_minutes, None)
     assert (p.pretrain_updates, p.finetune_updates) == (2 * DEFAULT.pretrain_updates, 2 * DEFAULT.finetune_updates)
     assert scaled(QUICK, None, None) == QUICK
     h = scaled(DEFAULT, None, 60)
@@ -72,3 +72,74 @@ def test_resolve_and_failed_step(tmp_path: Path) -> None:
                  show=shown.append)
     assert shown[0].startswith("+ python -c") and any("about to fail" in s for s in shown)
     assert "about to fail" in (tmp_path / "boom.log").read_text()
+
+
+EPOCH_END = ('[2026-11-27 06:41:00,000][train][INFO] - {"epoch": 3, "train_loss": "5.1", '
+             '"train_num_updates": "37"}')
+
+
+def test_completed_updates(tmp_path: Path) -> None:
+    log = tmp_path / "t.log"
+    log.write_text("\n".join([TRAIN, TRAIN.replace('"10"', '"30"')]))
+    assert completed_updates(log) == 30  # no epoch-end record: the last train_inner
+    log.write_text("\n".join([TRAIN, EPOCH_END]))
+    assert completed_updates(log) == 37  # fairseq's record when it stops
+    assert completed_updates(tmp_path / "missing.log") == 0
+
+
+def _rows() -> list[Row]:
+    return [Row("scratch", "viterbi", 90.4, 49.0, 91.0, None, None),
+            Row("scratch", "4-gram", 71.2, 48.5, None, 1.5, 0.2),
+            Row("pretrained", "viterbi", 81.9, 45.3, 80.0, None, None),
+            Row("pretrained", "4-gram", 66.9, 44.0, 69.0, 1.2, 0.1)]
+
+
+def test_improvement_rows_and_summary() -> None:
+    imp = improvements(_rows())
+    assert imp["viterbi"] == {"dev_wer": pytest.approx(11.0), "test_wer": pytest.approx(8.5),
+                              "test_cer": pytest.approx(3.7)}
+    assert imp["4-gram"]["dev_wer"] is None and imp["4-gram"]["test_wer"] == pytest.approx(4.3)
+    md = table_markdown(_rows(), 10)
+    assert "| **improvement** (scratch - pretrained) | viterbi | +11.0 | **+8.5** | **+3.7** |" in md
+    assert "| **improvement** (scratch - pretrained) | 4-gram | - | **+4.3** | **+4.5** |" in md
+    text = summary_sentence(_rows())
+    assert "pretraining bought +8.5 WER / +3.7 CER points with viterbi and +4.3 WER / +4.5 CER" in text
+    assert "4-gram LM bought +19.2 WER points for the scratch model and +15.0 WER points for the pretrained" in text
+    # Only one model: nothing to compare, said plainly.
+    assert improvements(_rows()[:2]) == {}
+    assert "pretraining bought nothing measurable" in summary_sentence(_rows()[:2])
+
+
+def test_results_record_completed_updates(tmp_path: Path) -> None:
+    ctx = {"updates": {"pretrain": {"planned": 40, "completed": 40}}}
+    md_path, json_path = write_results(tmp_path, _rows(), 10, ctx, [], summary_sentence(_rows()))
+    assert "Updates completed: pretrain 40 / 40." in md_path.read_text()
+    saved = json.loads(json_path.read_text())
+    assert saved["improvement"]["viterbi"]["test_wer"] == pytest.approx(8.5)
+    assert saved["summary"].startswith("On test, pretraining bought")
+
+
+def test_training_cut_short_stops_the_demo(tmp_path: Path) -> None:
+    """An arm stopped by its wall-clock cap before its planned updates is an error, not a row."""
+    demo = Demo(QUICK, tmp_path, seed=0, keep=False)
+    script = f"print({EPOCH_END!r})"
+    with pytest.raises(StepError, match=r"stopped training at update 37 of 40.*equal updates"):
+        demo.train("pretrain", ["python", "-c", script], updates=40, keys=())
+    assert demo.updates["pretrain"] == {"planned": 40, "completed": 37}
+    demo.train("pretrain", ["python", "-c", script], updates=37, keys=())  # all done: no error
+
+
+def test_seed_reaches_every_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--seed is the corpus seed and each training's common.seed; the precision is pinned."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(Demo, "train", lambda self, name, argv, updates, keys: calls.append(argv))
+    demo = Demo(DEFAULT, tmp_path, seed=7, keep=False)
+    demo.pretrain(tmp_path / "m")
+    for name in ("scratch", "pretrained"):
+        demo.finetune(tmp_path / "l", tmp_path / "p.pt", name, scratch=name == "scratch")
+    assert len(calls) == 3
+    for argv in calls:
+        assert "common.seed=7" in argv and "common.fp16=false" in argv and "++common.bf16=false" in argv
+    # The scratch arm trains its encoder from the first update; only the starting weights differ.
+    assert "model.feature_grad_mult=1.0" in calls[1] and "model.freeze_finetune_updates=0" in calls[1]
+    assert [a for a in calls[1] if "lr=" in a] == [a for a in calls[2] if "lr=" in a]

@@ -79,3 +79,15 @@ def read_log(path: str | Path) -> Curves:
             kind, record = parsed
             getattr(curves, kind).append(record)
     return curves
+
+
+def completed_updates(path: str | Path) -> int:
+    """Updates a training finished, from its log: the epoch-end ``train`` record's
+    ``train_num_updates`` (fairseq writes one when it stops, for whatever reason), else the last
+    ``train_inner`` record's; 0 for a log with neither."""
+    curves = read_log(path)
+    last_epoch = curves.last("train", "train_num_updates")
+    if last_epoch is not None:
+        return int(last_epoch)
+    last_inner = curves.last("train_inner", "num_updates")
+    return 0 if last_inner is None else int(last_inner)

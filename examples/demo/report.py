@@ -36,8 +36,25 @@ class Row:
         return f"{clean} / {other} (BASE, {size})"
 
 
-def _fmt(x: float | None, digits: int = 1) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
+def _fmt(x: float | None, digits: int = 1, sign: bool = False) -> str:
+    return "-" if x is None else f"{x:{'+' if sign else ''}.{digits}f}"
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def improvements(rows: list[Row]) -> dict[str, dict[str, float | None]]:
+    """Per decoder, what pretraining bought: scratch minus pretrained (positive = pretrained
+    better), for dev WER, test WER and test CER; decoders missing either model are left out."""
+    by = {(r.model, r.decoder): r for r in rows}
+    out: dict[str, dict[str, float | None]] = {}
+    for decoder in dict.fromkeys(r.decoder for r in rows):
+        s, p = by.get(("scratch", decoder)), by.get(("pretrained", decoder))
+        if s and p:
+            out[decoder] = {"dev_wer": _diff(s.dev_wer, p.dev_wer), "test_wer": s.test_wer - p.test_wer,
+                            "test_cer": s.test_cer - p.test_cer}
+    return out
 
 
 def table_markdown(rows: list[Row], labeled_minutes: float) -> str:
@@ -48,7 +65,24 @@ def table_markdown(rows: list[Row], labeled_minutes: float) -> str:
         lm = "-" if r.lm_weight is None else f"{r.lm_weight:.2f} / {r.word_score:.2f}"
         lines.append(f"| {r.model} | {r.decoder} | {_fmt(r.dev_wer)} | {_fmt(r.test_wer)} | "
                      f"{_fmt(r.test_cer)} | {lm} | {r.paper(labeled_minutes)} |")
+    for decoder, d in improvements(rows).items():
+        lines.append(f"| **improvement** (scratch - pretrained) | {decoder} | {_fmt(d['dev_wer'], sign=True)} | "
+                     f"**{_fmt(d['test_wer'], sign=True)}** | **{_fmt(d['test_cer'], sign=True)}** | - | - |")
     return "\n".join(lines)
+
+
+def summary_sentence(rows: list[Row]) -> str:
+    """One sentence: what pretraining bought (test WER/CER points, per decoder) and what the
+    LM bought (test WER points over Viterbi, per model)."""
+    by = {(r.model, r.decoder): r for r in rows}
+    parts = [f"{d['test_wer']:+.1f} WER / {d['test_cer']:+.1f} CER points with {decoder}"
+             for decoder, d in improvements(rows).items()]
+    lm = [f"{by[(m, 'viterbi')].test_wer - r.test_wer:+.1f} WER points for the {m} model"
+          for (m, dec), r in by.items() if dec != "viterbi" and (m, "viterbi") in by]
+    lm_name = next((dec for (_m, dec) in by if dec != "viterbi"), "LM")
+    return (f"On test, pretraining bought {' and '.join(parts) or 'nothing measurable'} "
+            f"(scratch minus pretrained), and the {lm_name} LM bought {' and '.join(lm) or 'nothing measurable'} "
+            f"over Viterbi.")
 
 
 def _atomic(path: Path, text: str) -> None:
@@ -58,20 +92,31 @@ def _atomic(path: Path, text: str) -> None:
 
 
 def write_results(folder: Path, rows: list[Row], labeled_minutes: float, context: dict,
-                  commands: list[str]) -> tuple[Path, Path]:
-    """results.md (table, setup, commands) and results.json in ``folder``."""
+                  commands: list[str], summary: str = "") -> tuple[Path, Path]:
+    """results.md (table, summary, completed updates, setup, commands) and results.json in
+    ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     table = table_markdown(rows, labeled_minutes)
     md = ["# w2v2-plugin demo results", "",
           f"Labeled data: {labeled_minutes:g} min; WER/CER in %. Test = held-out sentences read by "
           "held-out synthetic speakers; LM weight and word score tuned on dev.", "",
-          table, "", "## Setup", "", "```json", json.dumps(context, indent=1), "```", "",
+          table, "", summary, "", *_updates_lines(context), "## Setup", "", "```json", json.dumps(context, indent=1), "```", "",
           "## Commands (as run)", "", "```", *commands, "```", ""]
     md_path, json_path = folder / "results.md", folder / "results.json"
     _atomic(md_path, "\n".join(md))
     _atomic(json_path, json.dumps({"labeled_minutes": labeled_minutes, "rows": [asdict(r) for r in rows],
+                                   "improvement": improvements(rows), "summary": summary,
                                    "context": context, "commands": commands}, indent=1) + "\n")
     return md_path, json_path
+
+
+def _updates_lines(context: dict) -> list[str]:
+    """Markdown lines: each training's completed / planned updates (none recorded: nothing)."""
+    updates = context.get("updates") or {}
+    if not updates:
+        return []
+    return ["Updates completed: " + ", ".join(f"{k} {v['completed']} / {v['planned']}"
+                                              for k, v in updates.items()) + ".", ""]
 
 
 def plot_curves(path: Path, pretrain: Curves, finetune: dict[str, Curves]) -> Path | None:

@@ -1,6 +1,6 @@
 """The whole wav2vec 2.0 recipe on the embedded corpus, with the plugin's own commands.
 
-    python -m examples.demo.run                      # ~30 min on 2 CPU cores
+    python -m examples.demo.run                      # ~40 min on 2 idle CPU cores
     python -m examples.demo.run --quick              # smoke run, < 5 min
     python -m examples.demo.run --budget-minutes 60 --out /tmp/demo
 
@@ -13,8 +13,9 @@ the same architecture from scratch (same labels, updates and schedule) -> ``w2v2
 ``OUT/results/results.{md,json}``) and ``OUT/results/curves.png``.
 
 Budgets are numbers of updates sized for 2 CPU cores (scaled by --budget-minutes); each
-training also gets a wall-clock cap (fairseq's ``optimization.stop_time_hours``) so a slow
-machine still ends near the budget. On a machine with CUDA the same commands run on the GPU.
+training also gets a wall-clock cap (fairseq's ``optimization.stop_time_hours``) so a much
+slower machine ends near the budget, with an error: the comparison is at equal updates, and an
+arm cut short by its cap stops the run. On a machine with CUDA the same commands run on the GPU.
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .logs import read_log
-from .report import Row, plot_curves, table_markdown, write_results
+from .logs import completed_updates, read_log
+from .report import Row, plot_curves, summary_sentence, table_markdown, write_results
 from .steps import StepError, run_step
 from .synth import split_name
 
@@ -41,45 +42,59 @@ USER_DIR = REPO / "w2v2_plugin"
 
 @dataclass
 class Plan:
-    """What one demo run does; the two presets below, scaled by --budget-minutes."""
+    """What one demo run does; the presets below, scaled by --budget-minutes."""
 
-    budget_minutes: float = field(metadata={"help": "intended wall-clock total on 2 CPU cores"})
+    budget_minutes: float = field(metadata={"help": "intended wall-clock total on 2 idle CPU cores"})
     synth_args: list[str] = field(metadata={"help": "python -m examples.demo.synth size flags"})
     labeled_minutes: float = field(metadata={"help": "labeled fine-tuning data (minutes)"})
     pretrain_updates: int = field(metadata={"help": "pretraining updates"})
     finetune_updates: int = field(metadata={"help": "fine-tuning updates (each model)"})
-    pretrain_max_tokens: int = field(default=192000, metadata={
-        "help": "pretraining batch in samples (192000 = three 4 s crops): on 2 cores, twice the "
-                "updates of tiny_cpu.yaml's six crops in the same time"})
-    finetune_max_tokens: int = field(default=160000, metadata={
-        "help": "fine-tuning batch in samples (10 s; the corpus' longest utterance is 5.8 s)"})
+    pretrain_max_tokens: int = field(default=320000, metadata={
+        "help": "pretraining batch in samples (320000: about six utterances of ~2.6 s, cropped "
+                "to the shortest of the batch)"})
+    pretrain_lr: float = field(default=1e-3, metadata={"help": "pretraining peak learning rate"})
+    pretrain_warmup: int = field(default=300, metadata={
+        "help": "pretraining warm-up updates (polynomial decay to 0 at the last update)"})
+    clip_norm: float = field(default=5.0, metadata={"help": "pretraining gradient-norm clip"})
+    finetune_max_tokens: int = field(default=320000, metadata={
+        "help": "fine-tuning batch in samples (20 s; the corpus' longest utterance is 5.8 s)"})
+    finetune_lr: float = field(default=1e-3, metadata={"help": "fine-tuning peak learning rate (tri-stage)"})
+    finetune_freeze_updates: int = field(default=100, metadata={
+        "help": "pretrained model: updates that train the output layer alone (scratch: none)"})
+    finetune_validate_every: int = field(default=100, metadata={"help": "dev validation interval (updates)"})
+    num_workers: int = field(default=1, metadata={"help": "data-loading processes of each training"})
+    precision: str = field(default="fp32", metadata={
+        "help": "training precision, pinned: the records were measured with it"})
     # Shares of the budget each training may take at most (wall-clock caps, stop_time_hours).
-    pretrain_share: float = field(default=0.62, metadata={"help": "cap on pretraining time / budget"})
-    finetune_share: float = field(default=0.2, metadata={"help": "cap per fine-tuning / budget"})
+    # A cap only guards a much slower machine: an arm it cuts short stops the run (equal updates
+    # or no comparison).
+    pretrain_share: float = field(default=0.7, metadata={"help": "cap on pretraining time / budget"})
+    finetune_share: float = field(default=0.3, metadata={"help": "cap per fine-tuning / budget"})
     tune_trials: int = field(default=16, metadata={"help": "dev decodings tried by --tune"})
     beam: int = field(default=50, metadata={"help": "4-gram beam (paper: 50 for tuning)"})
     lm_order: int = field(default=4, metadata={"help": "n-gram order"})
 
 
-# Default on 2 CPU cores, sized to end in ~30 min there (measured 30.9 min on an idle machine):
-# 10 minutes of labels (the paper's gain is largest there), ~60 % of the time on pretraining 3 h
-# of audio in batches of three 4 s crops, then 600 fine-tuning updates of 10 s batches for each
-# model (both finish: equal updates). Measured: this much pretraining (contrastive accuracy
-# 0.14) does not yet pay; see the README's demo section.
-DEFAULT = Plan(budget_minutes=30, labeled_minutes=10,
+# Default on 2 CPU cores, sized to end within 45 min there including set-up (see the README's
+# demo section for the probe runs that chose it): 10 minutes of labels (the paper's gain is
+# largest there); most of the time on pretraining 3 h of audio at lr 1e-3 (about six utterances
+# per batch, clipped gradients); then 800 fine-tuning updates of 20 s batches for each model
+# (the plan that paid on the H200), both finishing: equal updates.
+DEFAULT = Plan(budget_minutes=45, labeled_minutes=10,
                synth_args=["--unlabeled-hours", "3", "--labeled-minutes", "10",
                            "--dev-minutes", "8", "--test-minutes", "8"],
-               pretrain_updates=1700, finetune_updates=600)
+               pretrain_updates=2600, finetune_updates=800)
 # With CUDA: the plan measured on one H200 (6.1 min), where pretraining pays: 1600 updates of
-# six 4 s crops (tiny_cpu.yaml's batch; accuracy 0.21), 800 fine-tuning updates of 20 s batches.
+# six 4 s crops at lr 5e-4 (accuracy 0.21), 800 fine-tuning updates of 20 s batches.
 DEFAULT_GPU = Plan(budget_minutes=30, labeled_minutes=10, synth_args=list(DEFAULT.synth_args),
                    pretrain_updates=1600, finetune_updates=800, pretrain_max_tokens=384000,
-                   finetune_max_tokens=320000, pretrain_share=0.55, finetune_share=0.2)
+                   pretrain_lr=5e-4, pretrain_warmup=100, clip_norm=0.0, num_workers=0,
+                   pretrain_share=0.55, finetune_share=0.2)
 QUICK = Plan(budget_minutes=5, labeled_minutes=10,
              synth_args=["--unlabeled-hours", "0.2", "--labeled-minutes", "10",
                          "--dev-minutes", "2", "--test-minutes", "2"],
-             pretrain_updates=60, finetune_updates=60, pretrain_share=0.3, finetune_share=0.15,
-             tune_trials=4, beam=20)
+             pretrain_updates=60, finetune_updates=60, pretrain_share=1.0, finetune_share=1.0,
+             num_workers=0, tune_trials=4, beam=20)
 
 
 def scaled(plan: Plan, budget_minutes: float | None, labeled_minutes: float | None) -> Plan:
@@ -118,6 +133,7 @@ class Demo:
         self.logs = out / "logs"
         self.commands: list[str] = []
         self.timings: dict[str, float] = {}
+        self.updates: dict[str, dict[str, int]] = {}  # training step -> planned / completed
         self.device_overrides = [] if not has_cuda() else ["common.cpu=false"]
 
     def step(self, name: str, argv: list[str], updates: int | None = None,
@@ -125,6 +141,25 @@ class Demo:
         self.commands.append(shlex.join(argv))
         result = run_step(name, argv, self.logs, total_updates=updates, postfix_keys=keys)
         self.timings[name] = round(result.seconds, 1)
+
+    def train(self, name: str, argv: list[str], updates: int, keys: tuple[str, ...]) -> None:
+        """A fairseq-hydra-train step that must complete all its updates: the comparison is at
+        equal updates, so an arm cut short by its wall-clock cap stops the demo."""
+        self.step(name, argv, updates=updates, keys=keys)
+        done = completed_updates(self.logs / f"{name}.log")
+        self.updates[name] = {"planned": updates, "completed": done}
+        if done < updates:
+            raise StepError(
+                f"{name}: the wall-clock cap (optimization.stop_time_hours) stopped training at "
+                f"update {done} of {updates}, so the arms would not be compared at equal updates; "
+                f"run on an idle machine or with a larger --budget-minutes (log: {self.logs / name}.log)")
+
+    def _common(self) -> list[str]:
+        """Overrides every training shares: the seed, the pinned precision, data workers."""
+        if self.plan.precision != "fp32":
+            raise StepError(f"plan precision {self.plan.precision!r}: only fp32 is measured for the demo")
+        return [f"common.seed={self.seed}", "common.fp16=false", "++common.bf16=false",
+                f"dataset.num_workers={self.plan.num_workers}", *self.device_overrides]
 
     # -- data ---------------------------------------------------------------------------
     def corpus(self) -> Path:
@@ -154,38 +189,43 @@ class Demo:
         p = self.plan
         save = self._fresh(self.out / "pretrain")
         updates = p.pretrain_updates
-        self.step("pretrain", [
+        self.train("pretrain", [
             "fairseq-hydra-train", "--config-dir", str(PRETRAIN_CONFIGS), "--config-name", "tiny_cpu",
             f"task.data={manifest}", f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={save}",
             f"hydra.run.dir={self.out / 'hydra' / 'pretrain'}",
-            f"optimization.max_update={updates}", f"lr_scheduler.warmup_updates={max(1, updates // 16)}",
+            f"optimization.max_update={updates}", f"optimization.lr=[{p.pretrain_lr:g}]",
+            f"optimization.clip_norm={p.clip_norm:g}",
+            f"lr_scheduler.warmup_updates={max(1, min(p.pretrain_warmup, updates // 8))}",
+            f"++lr_scheduler.total_num_update={updates}",
             f"dataset.max_tokens={p.pretrain_max_tokens}",
             f"checkpoint.save_interval_updates={max(10, updates // 4)}", "dataset.disable_validation=true",
             f"common.log_interval={max(1, min(10, updates // 20))}",
             f"++optimization.stop_time_hours={_hours(p.budget_minutes * p.pretrain_share)}",
-            *self.device_overrides], updates=updates, keys=("accuracy", "code_perplexity"))
+            *self._common()], updates=updates, keys=("accuracy", "code_perplexity"))
         return save / "checkpoint_last.pt"
 
     def finetune(self, manifest: Path, pretrained: Path, name: str, scratch: bool) -> Path:
         p = self.plan
         save = self._fresh(self.out / "finetune" / name)
         updates = p.finetune_updates
-        every = max(10, updates // 4)  # each validation decodes all of dev: not too often on CPU
+        # Each validation decodes all of dev: not too often on CPU.
+        every = min(p.finetune_validate_every, max(10, updates // 4))
         # From scratch, a frozen random feature encoder would be a straw man: it trains (full
         # gradient, no frozen phase). Same architecture (read from the pretrained checkpoint's
         # config), labels, updates and schedule; only the starting weights differ.
         mode_args = (["++model.no_pretrained_weights=true", "model.feature_grad_mult=1.0",
                       "model.freeze_finetune_updates=0"] if scratch else
-                     [f"model.freeze_finetune_updates={min(100, updates // 8)}"])
-        self.step(f"finetune_{name}", [
+                     [f"model.freeze_finetune_updates={min(p.finetune_freeze_updates, updates // 8)}"])
+        self.train(f"finetune_{name}", [
             "fairseq-hydra-train", "--config-dir", str(FINETUNE_CONFIGS), "--config-name", "tiny_cpu",
             f"task.data={manifest}", f"model.w2v_path={pretrained}", f"common.user_dir={USER_DIR}",
             f"checkpoint.save_dir={save}", f"hydra.run.dir={self.out / 'hydra' / name}",
-            "dataset.valid_subset=dev", f"optimization.max_update={updates}", f"dataset.max_tokens={p.finetune_max_tokens}",
+            "dataset.valid_subset=dev", f"optimization.max_update={updates}",
+            f"optimization.lr=[{p.finetune_lr:g}]", f"dataset.max_tokens={p.finetune_max_tokens}",
             f"dataset.validate_interval_updates={every}", f"checkpoint.save_interval_updates={every}",
             f"common.log_interval={max(1, min(20, updates // 20))}",
             f"++optimization.stop_time_hours={_hours(p.budget_minutes * p.finetune_share)}",
-            *mode_args, *self.device_overrides], updates=updates, keys=("loss", "wer"))
+            *mode_args, *self._common()], updates=updates, keys=("loss", "wer"))
         return save / "checkpoint_best.pt"
 
     # -- LM and decoding ----------------------------------------------------------------
@@ -215,7 +255,7 @@ class Demo:
                                              "--decoder-params", str(d / "tune" / "tuned.json"),
                                              "--results-path", str(d / "kenlm"), *run])
         vit_test = _summary(d / "viterbi" / "summary.test.json")
-        lm_test = _summary(d / "kenlm" / "summary.emissions.json")
+        lm_test = _summary(d / "kenlm" / "summary.test.json")  # the cache keeps the split name
         tuned = json.loads((d / "tune" / "tuned.json").read_text())
         return [Row(name, "viterbi", vit_test["wer"], vit_test["cer"], dev_viterbi_wer, None, None),
                 Row(name, f"{self.plan.lm_order}-gram", lm_test["wer"], lm_test["cer"], tuned["dev_wer"],
@@ -255,17 +295,21 @@ def run(plan: Plan, out: Path, seed: int = 0, keep: bool = False, synth_jobs: in
     total = time.time() - start
     corpus_info = json.loads((out / "corpus" / "corpus.json").read_text())
     context = {"plan": asdict(plan), "seed": seed, "device": device, "total_seconds": round(total, 1),
-               "step_seconds": demo.timings, "corpus": corpus_info["splits"],
+               "step_seconds": demo.timings, "updates": demo.updates, "corpus": corpus_info["splits"],
                "pretrain_final": {k: pre_curves.last("train_inner", k)
                                   for k in ("accuracy", "code_perplexity", "prob_perplexity", "num_updates")},
                "finetune_final_dev_wer": {n: c.last("valid", "valid_wer") for n, c in ft_curves.items()}}
-    md, js = write_results(results, rows, plan.labeled_minutes, context, demo.commands)
+    summary = summary_sentence(rows)
+    md, js = write_results(results, rows, plan.labeled_minutes, context, demo.commands, summary)
     print()
     print(table_markdown(rows, plan.labeled_minutes))
     print()
+    print(summary)
     acc = context["pretrain_final"]["accuracy"]
-    print(f"demo: done in {total / 60:.1f} min; pretraining ended at contrastive accuracy "
-          f"{acc if acc is None else round(acc, 3)}; results in {md}, {js}" + (f", {png}" if png else ""))
+    done = ", ".join(f"{k} {v['completed']}/{v['planned']}" for k, v in demo.updates.items())
+    print(f"demo: done in {total / 60:.1f} min; updates completed: {done}; pretraining ended at "
+          f"contrastive accuracy {acc if acc is None else round(acc, 3)}; results in {md}, {js}"
+          + (f", {png}" if png else ""))
     return rows
 
 
@@ -278,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labeled-minutes", type=float, default=None,
                    help="labeled data for fine-tuning (default 10; 60 = the 1 h setting)")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--seed", type=int, default=0, help="corpus seed (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="corpus seed and every training's common.seed (default: 0)")
     p.add_argument("--synth-jobs", type=int, default=2, help="processes synthesizing the corpus (default: 2)")
     p.add_argument("--keep", action="store_true",
                    help="keep earlier checkpoints in OUT (fairseq then resumes from them)")
