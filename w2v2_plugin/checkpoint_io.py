@@ -61,7 +61,7 @@ def _dtype_classes() -> List[type]:
     out: List[type] = []
     for code in _NUMPY_SCALAR_CODES:
         cls = type(np.dtype(code))
-        if cls is not np.dtype and cls not in out:  # numpy < 1.25 has no per-dtype classes
+        if cls is not np.dtype and cls not in out:  # (numpy < 1.20: every dtype is a plain np.dtype)
             out.append(cls)
     return out
 
@@ -72,19 +72,24 @@ def safe_globals() -> Tuple[Any, ...]:
 
     The numpy scalar constructor is taken from a scalar's own ``__reduce__`` and admitted under
     both spellings, so neither ``numpy.core`` (a deprecated shim in numpy 2) nor ``numpy._core``
-    (absent before numpy 1.26) is ever imported by name.
+    (missing in older numpy 1.x) is ever imported by name.
     """
     import argparse
 
     import numpy as np
-    from fairseq.data.dictionary import Dictionary
 
     scalar = np.float64(0).__reduce__()[0]
-    by_name = {"argparse.Namespace": argparse.Namespace, "fairseq.data.dictionary.Dictionary": Dictionary,
-               "numpy.core.multiarray.scalar": scalar, "numpy._core.multiarray.scalar": scalar,
-               "numpy.dtype": np.dtype}
-    assert set(by_name) == set(SAFE_GLOBAL_NAMES)
-    return tuple((obj, name) for name, obj in by_name.items()) + tuple(_dtype_classes())
+    by_name: Dict[str, Any] = {"argparse.Namespace": argparse.Namespace,
+                               "numpy.core.multiarray.scalar": scalar, "numpy._core.multiarray.scalar": scalar,
+                               "numpy.dtype": np.dtype}
+    try:
+        from fairseq.data.dictionary import Dictionary
+
+        by_name["fairseq.data.dictionary.Dictionary"] = Dictionary
+    except ImportError:  # pragma: no cover - without fairseq no file can need its Dictionary restored
+        pass
+    assert set(by_name) <= set(SAFE_GLOBAL_NAMES)
+    return tuple((by_name[name], name) for name in SAFE_GLOBAL_NAMES if name in by_name) + tuple(_dtype_classes())
 
 
 def safe_global_names() -> List[str]:
