@@ -13,7 +13,7 @@ import sys
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import NamedTuple, TextIO
+from typing import Any, Callable, Iterator, NamedTuple, TextIO
 
 from tqdm import tqdm
 
@@ -31,8 +31,9 @@ LTR_DICT = "dict.ltr.txt"
 # lines change (they would no longer line up with the new .tsv).
 LABEL_SUFFIXES = (".wrd", ".ltr", ".spm")
 # Bad-file reasons, in the order they are checked (README lists them).
-REASONS = ("bad_path", "unreadable", "corrupt", "empty", "sample_rate", "channels",
-           "no_transcript", "empty_transcript")
+# no_recording and bad_segment come from lhotse manifests only.
+REASONS = ("bad_path", "no_recording", "bad_segment", "unreadable", "corrupt", "empty", "sample_rate",
+           "channels", "no_transcript", "empty_transcript")
 
 
 class SplitSummary(NamedTuple):
@@ -103,26 +104,35 @@ class _SplitOut:
             self.letters.update(letters.split())
 
 
-def _check_config(cfg: ManifestConfig) -> tuple[str, tuple[str, ...]]:
-    root = os.path.realpath(cfg.root)
-    if not os.path.isdir(root):
-        raise ManifestError(f"{cfg.root}: not a directory; give the folder that holds the audio")
+def check_common(cfg: ManifestConfig | Any) -> None:
+    """The checks every source shares: the split draw, the sample rate, the split name."""
     if not 0.0 <= cfg.valid_percent <= 1.0:
         raise ManifestError(f"--valid-percent {cfg.valid_percent}: must be a fraction between 0 and 1 "
                             "(0.01 = 1%, as in fairseq)")
-    exts = parse_exts(cfg.ext)
-    if not exts:
-        raise ManifestError(f"--ext {cfg.ext!r}: give at least one extension, e.g. flac or flac,wav")
     if cfg.sample_rate < 0:
         raise ManifestError(f"--sample-rate {cfg.sample_rate}: must be positive (or 0 for any)")
-    if cfg.workers < 1:
-        raise ManifestError(f"--workers {cfg.workers}: must be at least 1")
     names = {cfg.split_name} | ({VALID_SPLIT} if cfg.valid_percent > 0 else set())
     if not cfg.split_name or any(c in cfg.split_name for c in "/\\\t\n") or cfg.split_name.startswith("."):
         raise ManifestError(f"--split-name {cfg.split_name!r}: must be a plain file name stem")
     if cfg.valid_percent > 0 and cfg.split_name == VALID_SPLIT:
         raise ManifestError("--split-name valid clashes with the valid split; use --valid-percent 0 "
                             f"or another name ({sorted(names)})")
+
+
+def split_names_of(cfg: ManifestConfig | Any) -> list[str]:
+    return [cfg.split_name] + ([VALID_SPLIT] if cfg.valid_percent > 0 else [])
+
+
+def _check_config(cfg: ManifestConfig) -> tuple[str, tuple[str, ...]]:
+    root = os.path.realpath(cfg.root)
+    if not os.path.isdir(root):
+        raise ManifestError(f"{cfg.root}: not a directory; give the folder that holds the audio")
+    check_common(cfg)
+    exts = parse_exts(cfg.ext)
+    if not exts:
+        raise ManifestError(f"--ext {cfg.ext!r}: give at least one extension, e.g. flac or flac,wav")
+    if cfg.workers < 1:
+        raise ManifestError(f"--workers {cfg.workers}: must be at least 1")
     if cfg.transcripts is not None and not os.path.isfile(cfg.transcripts):
         raise ManifestError(f"{cfg.transcripts}: --transcripts file not found")
     return root, exts
@@ -208,6 +218,66 @@ def _check(entry: FileEntry, res: ProbeResult, root: str, cfg: ManifestConfig, s
     return reasons, found, words
 
 
+class Record(NamedTuple):
+    """One utterance as a source hands it to :func:`write_manifests`."""
+
+    rel: str  # path in the .tsv, relative to the root; for a bad one, the name listed
+    split: str
+    frames: int
+    sample_rate: int
+    reasons: list[tuple[str, str]]  # (code, detail); empty: the utterance is written
+    words: str | None  # normalized transcript (None: no labels)
+    label_kind: str | None  # counted in the summary's "labels: N from KIND"
+
+
+def write_manifests(cfg: ManifestConfig | Any, root: str, labels: bool, summary: BuildSummary,
+                    records: Callable[[AtomicOutputs], Iterator[Record]], bad_what: str | None = None) -> BuildSummary:
+    """Write every split's .tsv (and labels, skipped list, dictionary) from a source's records,
+    all at once or not at all. ``records(outputs)`` may reserve more outputs of its own (audio
+    segments); ``bad_what`` names the items in the --on-bad error (default: audio files under root)."""
+    skip = cfg.on_bad == "skip"
+    split_names = split_names_of(cfg)
+    bad: list[tuple[str, str]] = []
+    dest_existed = os.path.isdir(cfg.dest)
+    try:
+        os.makedirs(cfg.dest, exist_ok=True)
+    except OSError as exc:
+        raise ManifestError(f"{cfg.dest}: cannot create the output directory ({exc.strerror})") from None
+    try:
+        with AtomicOutputs(cfg.dest) as outputs:
+            outs = {name: _SplitOut(outputs, name, root, labels, skip) for name in split_names}
+            with closing(records(outputs)) as recs:
+                for rec in recs:
+                    out = outs[rec.split]
+                    if rec.reasons:
+                        codes = ",".join(code for code, _ in rec.reasons)
+                        detail = "; ".join(d for _, d in rec.reasons)
+                        shown = _printable(rec.rel)
+                        bad.append((shown, f"{codes}: {detail}"))
+                        summary.skipped.update(code for code, _ in rec.reasons)
+                        if out.skipped is not None:
+                            out.skipped.write(f"{shown}\t{codes}\t{detail}\n")
+                        continue
+                    out.add(rec.rel, rec.frames, rec.sample_rate, rec.words)
+                    if rec.label_kind is not None:
+                        summary.label_sources[rec.label_kind] += 1
+            if bad and not skip:
+                raise BadFilesError(root, bad, bad_what)
+            summary.skipped_files = len(bad)
+
+            remove = _finish_outputs(cfg, outputs, outs, labels, summary)
+            outputs.commit(remove)
+            summary.removed = remove
+    except BaseException:
+        if not dest_existed and os.path.isdir(cfg.dest) and not os.listdir(cfg.dest):
+            os.rmdir(cfg.dest)  # we made it and wrote nothing: leave no trace
+        raise
+    summary.splits = [SplitSummary(o.name, o.files, o.seconds) for o in outs.values()]
+    if summary.skipped_files:
+        summary.notes.append("listed in " + ", ".join(f"{n}.skipped.tsv" for n in split_names))
+    return summary
+
+
 def build(cfg: ManifestConfig) -> BuildSummary:
     """Scan ``cfg.root`` and write the manifests; raise ManifestError on bad input."""
     root, exts = _check_config(cfg)
@@ -225,64 +295,29 @@ def build(cfg: ManifestConfig) -> BuildSummary:
 
     source = _transcript_source(cfg, root, listing)
     labels = not isinstance(source, str)
-    skip = cfg.on_bad == "skip"
-    split_names = [cfg.split_name] + ([VALID_SPLIT] if cfg.valid_percent > 0 else [])
     summary = BuildSummary(dest=cfg.dest, splits=[],
                            labels=source if isinstance(source, str) else
                            ("--transcripts " + cfg.transcripts if cfg.transcripts else "*.trans.txt/.txt/.lab"))
-    bad: list[tuple[str, str]] = []
 
-    dest_existed = os.path.isdir(cfg.dest)
-    try:
-        os.makedirs(cfg.dest, exist_ok=True)
-    except OSError as exc:
-        raise ManifestError(f"{cfg.dest}: cannot create the output directory ({exc.strerror})") from None
-    try:
-        with AtomicOutputs(cfg.dest) as outputs:
-            outs = {name: _SplitOut(outputs, name, root, labels, skip) for name in split_names}
-            results = closing(probe_files(root, files, workers=cfg.workers, decode=cfg.decode,
-                                          sidecars=labels and cfg.transcripts is None))
-            first = next(results.thing, None)  # starts the worker pool before tqdm starts a thread
-            with results, tqdm(total=len(files), unit="file", desc="scanning", disable=not cfg.progress,
-                      file=sys.stderr, mininterval=0.5) as bar:
-                for i, entry in enumerate(files):
-                    res = first if i == 0 else next(results.thing)
-                    assert res is not None
-                    reasons, found, words = _check(entry, res, root, cfg, source, text_cfg)
-                    out = outs[split_of[i]]
-                    if reasons:
-                        codes = ",".join(code for code, _ in reasons)
-                        detail = "; ".join(d for _, d in reasons)
-                        shown = _printable(entry.rel)
-                        bad.append((shown, f"{codes}: {detail}"))
-                        summary.skipped.update(code for code, _ in reasons)
-                        if out.skipped is not None:
-                            out.skipped.write(f"{shown}\t{codes}\t{detail}\n")
-                        bar.update(1)
-                        continue
-                    out.add(entry.rel, res.info.frames, res.info.sample_rate, words)
-                    if found is not None:
-                        summary.label_sources[_kind(found, cfg)] += 1
-                    bar.update(1)
-            if not isinstance(source, str):
-                source.finish()
-                summary.unused_transcripts = source.unused
-                summary.unused_examples = source.unused_examples
-            if bad and not skip:
-                raise BadFilesError(root, bad)
-            summary.skipped_files = len(bad)
+    def records(_outputs: AtomicOutputs) -> Iterator[Record]:
+        results = closing(probe_files(root, files, workers=cfg.workers, decode=cfg.decode,
+                                      sidecars=labels and cfg.transcripts is None))
+        first = next(results.thing, None)  # starts the worker pool before tqdm starts a thread
+        with results, tqdm(total=len(files), unit="file", desc="scanning", disable=not cfg.progress,
+                           file=sys.stderr, mininterval=0.5) as bar:
+            for i, entry in enumerate(files):
+                res = first if i == 0 else next(results.thing)
+                assert res is not None
+                reasons, found, words = _check(entry, res, root, cfg, source, text_cfg)
+                bar.update(1)
+                yield Record(entry.rel, split_of[i], res.info.frames, res.info.sample_rate, reasons, words,
+                             None if found is None else _kind(found, cfg))
+        if not isinstance(source, str):
+            source.finish()
+            summary.unused_transcripts = source.unused
+            summary.unused_examples = source.unused_examples
 
-            remove = _finish_outputs(cfg, outputs, outs, labels, summary)
-            outputs.commit(remove)
-            summary.removed = remove
-    except BaseException:
-        if not dest_existed and os.path.isdir(cfg.dest) and not os.listdir(cfg.dest):
-            os.rmdir(cfg.dest)  # we made it and wrote nothing: leave no trace
-        raise
-    summary.splits = [SplitSummary(o.name, o.files, o.seconds) for o in outs.values()]
-    if summary.skipped_files:
-        summary.notes.append("listed in " + ", ".join(f"{n}.skipped.tsv" for n in split_names))
-    return summary
+    return write_manifests(cfg, root, labels, summary, records)
 
 
 def _finish_outputs(cfg: ManifestConfig, outputs: AtomicOutputs, outs: dict[str, _SplitOut],

@@ -26,9 +26,11 @@ class TranscriptError(ManifestError):
 class BadFilesError(ManifestError):
     """``--on-bad error`` found bad audio files; lists every one of them with its reasons."""
 
-    def __init__(self, root: str, bad: Sequence[tuple[str, str]]) -> None:
-        # bad: (relative path, "reason: detail") in manifest order
-        head = (f"{len(bad)} bad audio file(s) under {root}; nothing was written. "
+    def __init__(self, root: str, bad: Sequence[tuple[str, str]], what: str | None = None) -> None:
+        # bad: (relative path, "reason: detail") in manifest order; what: the items, when they
+        # are not audio files under root (lhotse: "utterance(s) of FILE")
+        what = what or f"audio file(s) under {root}"
+        head = (f"{len(bad)} bad {what}; nothing was written. "
                 "Fix or remove them, or rerun with --on-bad skip to leave them out")
         lines = [head] + [f"  {rel}: {why}" for rel, why in bad]
         super().__init__("\n".join(lines))
