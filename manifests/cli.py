@@ -1,10 +1,13 @@
 """``w2v2-manifest`` / ``python -m manifests``: manifests and labels, or subword units.
 
     w2v2-manifest ROOT --dest DIR [options]        manifests + letter labels (default form)
+    w2v2-manifest lhotse --recordings R.jsonl.gz [--supervisions S.jsonl.gz] --dest DIR [options]
+    w2v2-manifest lhotse --cuts C.jsonl.gz --dest DIR [options]
     w2v2-manifest spm --train DIR/train.wrd --vocab-size N [options]
 
 Bad input ends with ``error: <one line naming the file (and line)>`` on stderr and exit
-status 2, never a traceback. A root directory literally named "spm" is given as ./spm.
+status 2, never a traceback. A root directory literally named "spm" or "lhotse" is given as
+./spm or ./lhotse.
 """
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ import sys
 from typing import Any, Sequence, TypeVar
 
 from .builder import build
-from .config import ManifestConfig, SpmConfig
+from .config import LhotseConfig, ManifestConfig, SpmConfig
 from .errors import ManifestError
+from .lhotse_input import build_lhotse
 from .spm import train_spm
 
 T = TypeVar("T")
@@ -24,7 +28,15 @@ _EPILOG = """\
 outputs (DEST): {split}.tsv (line 1: absolute root; then path<TAB>frames), {split}.wrd
 (words), {split}.ltr (letters, '|' after each word), dict.ltr.txt (from 'train'),
 {split}.skipped.tsv (with --on-bad skip). Subword units: w2v2-manifest spm --help.
+lhotse manifests instead of a folder: w2v2-manifest lhotse --help.
 Formats and normalization rules: manifests/README.md."""
+
+_LHOTSE_EPILOG = """\
+outputs (DEST): as for a folder (w2v2-manifest --help); each supervision is one utterance.
+A supervision that is the whole of a mono audio file is listed in place; any other (part of a
+recording, one channel of several, a format soundfile cannot read, lhotse transforms) is
+decoded by lhotse into DEST/segments/SPLIT/REC/UTT.flac (16-bit, mono). Audio sources of type
+'command' and 'url' are refused. Details: manifests/README.md."""
 
 
 def _parser_for(cls: type[T], prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
@@ -71,12 +83,22 @@ def spm_parser() -> argparse.ArgumentParser:
                        "labels and dict.spm.txt for every split.")
 
 
+def lhotse_parser() -> argparse.ArgumentParser:
+    return _parser_for(LhotseConfig, "w2v2-manifest lhotse",
+                       "Write fairseq manifests (.tsv) and letter labels (.wrd/.ltr/dict.ltr.txt)\n"
+                       "from lhotse manifests: a RecordingSet and its SupervisionSet, or a CutSet.",
+                       _LHOTSE_EPILOG)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if args[:1] == ["spm"]:
             spm_cfg = SpmConfig(**vars(spm_parser().parse_args(args[1:])))
             print(train_spm(spm_cfg).line())
+        elif args[:1] == ["lhotse"]:
+            lhotse_cfg = LhotseConfig(**vars(lhotse_parser().parse_args(args[1:])))
+            print(build_lhotse(lhotse_cfg).line())
         else:
             cfg = ManifestConfig(**vars(build_parser().parse_args(args)))
             print(build(cfg).line())

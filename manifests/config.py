@@ -62,3 +62,50 @@ class SpmConfig:
     prefix: str = field(default="spm", metadata={"metavar": "NAME", 
         "help": "model file name prefix: DEST/PREFIX.model and PREFIX.vocab"})
     threads: int = field(default=1, metadata={"metavar": "N", "help": "sentencepiece training threads"})
+
+
+_MANIFEST = {f.name: f for f in fields(ManifestConfig)}
+
+
+def _same(name: str) -> dict:
+    return dict(_MANIFEST[name].metadata)
+
+
+@dataclass
+class LhotseConfig:
+    """``w2v2-manifest lhotse``: lhotse manifests instead of a folder (manifests/README.md)."""
+
+    recordings: str | None = field(default=None, metadata={"metavar": "FILE",
+        "help": "lhotse RecordingSet (.jsonl or .jsonl.gz); without --supervisions every "
+                "recording is one unlabeled utterance"})
+    supervisions: str | None = field(default=None, metadata={"metavar": "FILE",
+        "help": "lhotse SupervisionSet of those recordings: each supervision is one utterance"})
+    cuts: str | None = field(default=None, metadata={"metavar": "FILE",
+        "help": "lhotse CutSet instead of the two above: each supervision of a cut is one "
+                "utterance, a cut without supervisions one unlabeled utterance"})
+    dest: str = field(default=".", metadata=_same("dest"))
+    valid_percent: float = field(default=0.01, metadata={"metavar": "FRACTION",
+        "help": "FRACTION (0..1) of utterances drawn at random into the 'valid' split; "
+                "0 writes a single split (lhotse recipes have their own splits: use 0)"})
+    seed: int = field(default=42, metadata=_same("seed"))
+    split_name: str = field(default="train", metadata=_same("split_name"))
+    sample_rate: int = field(default=16000, metadata={"metavar": "HZ",
+        "help": "required sample rate in Hz (other recordings are bad; resample with lhotse "
+                "first, see manifests/README.md); 0 accepts any"})
+    labels: str = field(default="auto", metadata={
+        "help": "auto: write .wrd/.ltr/dict.ltr.txt when any supervision has text; none: manifest only",
+        "choices": ("auto", "none")})
+    on_bad: str = field(default="error", metadata={
+        "help": "error: list every bad utterance and write nothing; skip: leave them out and "
+                "list them in {split}.skipped.tsv",
+        "choices": ("error", "skip")})
+    decode: bool = field(default=False, metadata={
+        "help": "decode the audio files referenced in place completely (slow) to also catch "
+                "corrupt data behind a valid header (segments are always decoded)"})
+    case: str = field(default="upper", metadata=_same("case"))
+    punctuation: str = field(default="strip", metadata=_same("punctuation"))
+    digits: str = field(default="keep", metadata=_same("digits"))
+    progress: bool = field(default=True, metadata=_same("progress"))
+
+    def text_config(self) -> TextConfig:
+        return TextConfig(case=self.case, punctuation=self.punctuation, digits=self.digits)

@@ -2,12 +2,15 @@
 
 A run that fails or is interrupted (exception, Ctrl-C) removes its temporary files and
 leaves DEST exactly as it was. The temporary names are hidden (``.NAME.tmp-PID``) and live
-in DEST itself, so the final ``os.replace`` is a same-directory rename.
+in DEST itself, so the final ``os.replace`` is a same-directory rename. A folder of files
+(``reserve_dir``: audio segments) is filled under a hidden temporary name beside its final
+place and swapped in at commit, the previous folder deleted after every rename succeeded.
 """
 from __future__ import annotations
 
 import filecmp
 import os
+import shutil
 from types import TracebackType
 from typing import TextIO
 
@@ -18,6 +21,8 @@ class AtomicOutputs:
     def __init__(self, dest: str) -> None:
         self.dest = dest
         self._files: dict[str, tuple[str, TextIO | None]] = {}  # final name -> (temp path, handle)
+        self._dirs: dict[str, str] = {}  # final folder name (may hold "/") -> temp folder path
+        self._made: list[str] = []  # parent folders made by reserve_dir (removed again if empty)
         self._done = False
 
     def open(self, name: str) -> TextIO:
@@ -33,6 +38,25 @@ class AtomicOutputs:
         """A temporary path for ``dest/name`` that another tool fills (e.g. sentencepiece)."""
         tmp = os.path.join(self.dest, f".{name}.tmp-{os.getpid()}")
         self._files[name] = (tmp, None)
+        return tmp
+
+    def reserve_dir(self, name: str) -> str:
+        """An empty temporary folder that becomes ``dest/name`` at commit, replacing what was
+        there; if it is still empty then, ``dest/name`` is removed instead (nothing to hold)."""
+        final = os.path.join(self.dest, name)
+        parent, base = os.path.split(final)
+        missing = []
+        while parent and not os.path.isdir(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        for folder in reversed(missing):
+            os.mkdir(folder)
+            self._made.append(folder)
+        tmp = os.path.join(os.path.dirname(final), f".{base}.tmp-{os.getpid()}")
+        if os.path.isdir(tmp):  # left by a killed run of the same pid
+            shutil.rmtree(tmp)
+        os.mkdir(tmp)
+        self._dirs[name] = tmp
         return tmp
 
     def temp_path(self, name: str) -> str:
@@ -60,13 +84,35 @@ class AtomicOutputs:
             fh.flush()
             os.fsync(fh.fileno())
             fh.close()
+        old_dirs = []
+        for name, tmp in self._dirs.items():
+            final = os.path.join(self.dest, name)
+            if os.path.isdir(final):
+                old = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.old-{os.getpid()}")
+                os.replace(final, old)
+                old_dirs.append(old)
+            if os.listdir(tmp):
+                os.replace(tmp, final)
+            else:
+                os.rmdir(tmp)
         for name, (tmp, _fh) in self._files.items():
             os.replace(tmp, os.path.join(self.dest, name))
         for name in remove:
             path = os.path.join(self.dest, name)
             if os.path.exists(path):
                 os.remove(path)
+        for old in old_dirs:
+            shutil.rmtree(old)
+        self._remove_empty_parents()
         self._done = True
+
+    def _remove_empty_parents(self) -> None:
+        for name in self._dirs:  # e.g. dest/segments once its last split folder went
+            parent = os.path.dirname(os.path.join(self.dest, name))
+            while os.path.abspath(parent) != os.path.abspath(self.dest) and os.path.isdir(parent) \
+                    and not os.listdir(parent):
+                os.rmdir(parent)
+                parent = os.path.dirname(parent)
 
     def abort(self) -> None:
         """Close and delete every temporary file; DEST keeps its previous contents."""
@@ -76,6 +122,12 @@ class AtomicOutputs:
             if os.path.exists(tmp):
                 os.remove(tmp)
         self._files.clear()
+        for tmp in self._dirs.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(self._made):
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
+        self._dirs.clear()
         self._done = True
 
     def __enter__(self) -> "AtomicOutputs":
