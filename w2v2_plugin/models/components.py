@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..precision import fp32_region
+
 ConvLayerSpec = Tuple[int, int, int]
 
 
@@ -216,17 +218,26 @@ class FeatureEncoder(nn.Module):
             raise ValueError(f"audio of {x.size(1)} samples is shorter than the feature encoder's receptive "
                              f"field ({self.min_input_length} samples); pad or drop such clips")
         x = x.unsqueeze(1)  # (batch, 1, sample)
-        if not (self.gemm_on_cpu and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")):
-            for block in self.conv_layers:
-                x = block(x)
-            return x.transpose(1, 2)
-        # CPU: the first block (one input channel: no matrix product worth the name) and its
-        # per-channel norm run channels-first, where those kernels are fastest; the rest as GEMMs
-        # on channels-last data, which is also the layout the model wants at the end.
-        x = self.conv_layers[0].forward_to_channels_last(x)  # (batch, frame, channel)
+        # CPU, layer-norm extractor: the blocks after the first run as GEMMs on channels-last
+        # data, which is also the layout the model wants at the end (not under autocast: the
+        # GEMM kernel's custom backward is fp32-only).
+        gemm = self.gemm_on_cpu and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+        x = self.waveform_block(x, channels_last=gemm)
         for block in self.conv_layers[1:]:
-            x = block.forward_channels_last(x)
-        return x
+            x = block.forward_channels_last(x) if gemm else block(x)
+        return x if gemm else x.transpose(1, 2)
+
+    def waveform_block(self, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        """The first block, on raw samples: (batch, 1, sample) -> (batch, channel, frame), or
+        (batch, frame, channel) with ``channels_last``. Always fp32, also under autocast: bf16
+        keeps 8 significant bits, which would round the waveform itself and the largest
+        activations of the network before any feature is formed. It is a small share of the
+        work (one input channel; on CPU its conv and per-channel norm run channels-first,
+        where those kernels are fastest)."""
+        first = self.conv_layers[0]
+        with fp32_region(x):
+            x = x.float()
+            return first.forward_to_channels_last(x) if channels_last else first(x)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return conv_output_lengths(lengths, self.conv_layers_spec)

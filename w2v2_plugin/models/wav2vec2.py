@@ -27,6 +27,7 @@ from .components import (
     TransformerEncoder,
     lengths_to_padding_mask,
 )
+from ..precision import fp32_region
 from .config import W2v2Config, check_supported, parse_conv_layers, parse_latent_temp
 from .contrastive import contrastive_logits
 from .masking import compute_mask_indices, sample_negatives
@@ -234,7 +235,10 @@ class W2v2Model(BaseFairseqModel):
             candidates = q.x
             result.update(prob_perplexity=q.prob_perplexity, code_perplexity=q.code_perplexity,
                           num_vars=q.num_vars, temp=q.temp)
-        candidates = self.target_projection(candidates)  # (batch, cand, final_dim)
+        # The contrastive space in fp32 also under autocast: cosine similarities divided by a
+        # temperature of 0.1 magnify bf16's rounding of these small projections tenfold.
+        with fp32_region(candidates):
+            candidates = self.target_projection(candidates.float())  # (batch, cand, final_dim)
         bsz, csz = candidates.shape[:2]
         negatives = self.negative_indices(bsz, csz, candidates.device)  # (batch, cand, K)
         positive = torch.arange(csz, device=candidates.device).expand(bsz, csz)  # true target = own step
@@ -244,9 +248,10 @@ class W2v2Model(BaseFairseqModel):
 
         if mask_indices is not None:
             x = x[mask_indices].view(x.size(0), -1, x.size(-1))
-        if self.target_glu is not None:
-            candidates = self.target_glu(candidates)
-        x = self.context_projection(x)
+        with fp32_region(x):
+            if self.target_glu is not None:
+                candidates = self.target_glu(candidates)
+            x = self.context_projection(x.float())  # (batch, masked steps, final_dim)
         result["x"] = contrastive_logits(x, candidates, positive, negatives, cfg.logit_temp,
                                          cross_sample=cfg.cross_sample_negatives > 0)
         return result

@@ -26,8 +26,10 @@ from fairseq.data.text_compressor import TextCompressionLevel
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
+import torch
 
 from ..data.raw_audio import FileAudioDataset
+from ..precision import PrecisionError, check_precision, step_autocast
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +122,14 @@ class W2v2PretrainingConfig(FairseqDataclass):
     check_audio_threads: int = field(
         default=0, metadata={"help": "threads for the audio header check (0: 4 per core, at most 32)"}
     )
+    precision: str = field(
+        default="fp32",
+        metadata={"help": "fp32, or bf16: the forward pass of every train and valid step under "
+                          "torch.autocast(bfloat16) on CPU or GPU, with fp32 weights, gradients and "
+                          "optimizer state, and the sensitive parts (first conv block, norms, "
+                          "quantizer, logits, losses) in fp32. Not fairseq's common.bf16, which casts "
+                          "the weights; leave that and common.fp16 off with it"},
+    )
 
 
 def _cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -140,6 +150,7 @@ class W2v2PretrainingTask(FairseqTask):
     @classmethod
     def setup_task(cls, cfg: W2v2PretrainingConfig, **kwargs: Any) -> "W2v2PretrainingTask":
         cls.check_unsupported(cfg)
+        check_precision(str(_cfg_get(cfg, "precision", "fp32")))
         return cls(cfg)
 
     @staticmethod
@@ -180,6 +191,43 @@ class W2v2PretrainingTask(FairseqTask):
     def wrap_dataset(self, split: str, dataset: FileAudioDataset, task_cfg: Any) -> FairseqDataset:
         """Hook for subclasses (fine-tuning adds targets here); pretraining uses audio only."""
         return dataset
+
+    # -- precision -----------------------------------------------------------------------
+    def _step_autocast(self, model: Any):
+        """The context of a step's forward pass under ``task.precision=bf16``."""
+        precision = str(_cfg_get(self.cfg, "precision", "fp32"))
+        param = next(model.parameters())
+        if param.dtype != torch.float32:
+            raise PrecisionError(f"task.precision={precision} needs fp32 weights, got {param.dtype}: "
+                                 "turn off common.fp16 / common.bf16 / common.amp (they cast the weights)")
+        return step_autocast(precision, param.device.type)
+
+    def _mixed(self) -> bool:
+        return str(_cfg_get(self.cfg, "precision", "fp32")) != "fp32"
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """fairseq's train step (fp32: fairseq's own, unchanged); with ``precision=bf16`` the
+        forward pass runs under autocast and the backward outside it (autocast's rule), on the
+        dtypes the forward chose."""
+        if not self._mixed():
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        model.train()
+        model.set_num_updates(update_num)
+        with torch.autograd.profiler.record_function("forward"), self._step_autocast(model):
+            loss, sample_size, logging_output = criterion(model, sample)
+        if ignore_grad:
+            loss *= 0
+        with torch.autograd.profiler.record_function("backward"):
+            optimizer.backward(loss)
+        return loss, sample_size, logging_output
+
+    def valid_step(self, sample, model, criterion):
+        if not self._mixed():
+            return super().valid_step(sample, model, criterion)
+        model.eval()
+        with torch.no_grad(), self._step_autocast(model):
+            loss, sample_size, logging_output = criterion(model, sample)
+        return loss, sample_size, logging_output
 
     # -- fairseq API ---------------------------------------------------------------------
     def load_dataset(self, split: str, task_cfg: Optional[FairseqDataclass] = None, **kwargs: Any) -> None:

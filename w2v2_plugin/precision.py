@@ -1,0 +1,56 @@
+"""Mixed-precision training that fairseq itself does not offer on CPU.
+
+fairseq's ``common.bf16`` casts the weights (and so the optimizer's view of them) to bf16, and
+``common.amp`` is CUDA-only. ``task.precision=bf16`` instead runs the forward pass of each
+train and valid step under ``torch.autocast(device, dtype=torch.bfloat16)``: weights, gradients
+and Adam state stay fp32, matrix products and convolutions run in bf16, and the model keeps its
+numerically sensitive parts in fp32 (see :data:`FP32_PARTS`). bf16 has fp32's exponent range, so
+no loss scaling is needed. Backward runs outside autocast, on the dtypes forward chose.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+
+PRECISIONS = ("fp32", "bf16")
+
+# What stays fp32 under bf16 autocast, and where (kept in sync with the model code and tested).
+FP32_PARTS = (
+    "the first conv block on the raw waveform, with its group norm (models/components.py)",
+    "every layer norm and group norm, and GELU (models/components.py)",
+    "the Gumbel quantizer: codebook logits, softmax, perplexities (models/components.py)",
+    "the two projections into the contrastive space and the cosine logits (models/wav2vec2.py, "
+    "models/contrastive.py)",
+    "the feature penalty and every loss term (models/wav2vec2.py, criterions/)",
+    "the CTC output layer's log-softmax and the CTC loss (models/ctc.py, criterions/ctc.py)",
+)
+
+
+class PrecisionError(ValueError):
+    """An unknown ``task.precision`` value, or bf16 asked of a device that cannot run it."""
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise PrecisionError(f"task.precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def step_autocast(precision: str, device_type: str) -> ContextManager:
+    """The context a train or valid step's forward pass runs in."""
+    if check_precision(precision) == "fp32":
+        return contextlib.nullcontext()
+    if device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise PrecisionError("task.precision=bf16: this GPU has no bf16 support; use fp32 "
+                             "(or fairseq's common.fp16 / common.amp)")
+    return torch.autocast(device_type, dtype=torch.bfloat16)
+
+
+def fp32_region(x: torch.Tensor) -> ContextManager:
+    """Autocast off for the block that follows, when it was on for ``x``'s device (its inputs
+    must then be cast to fp32 by the caller)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
