@@ -20,7 +20,9 @@ and file headers only (the .tsv root is the common folder of every audio file it
 must be known before its first line), the second writes.
 
 Only ``file`` and ``memory`` audio sources are read: ``command`` (lhotse runs a shell command),
-``url`` (it fetches remote data) and any other type stop the run before any audio is read.
+``url`` (it fetches remote data) and any other type stop the run before any audio is read, and
+so does a ``.sph`` / ``.opus`` file whose name the shell would interpret (lhotse pastes those
+names into a sph2pipe / ffmpeg command line).
 lhotse imports torch; it is imported here, when this source is used, and nowhere else.
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 from array import array
 from typing import Any, Iterator, NamedTuple
@@ -49,6 +52,11 @@ from .writer import AtomicOutputs
 SEGMENTS = "segments"  # DEST/segments/SPLIT/REC/UTT.flac
 READABLE_SOURCES = ("file", "memory")
 _REFUSED_WHY = {"command": "lhotse would run its shell command", "url": "lhotse would fetch remote data"}
+# lhotse reads these through a shell command line with the file name pasted in (.sph: sph2pipe,
+# unquoted; .opus: ffmpeg in single quotes, with its ffmpeg-subprocess backend): a name with a
+# character the shell interprets would run code. shlex.quote's test of a name that needs no quoting.
+SHELL_READ_SUFFIXES = (".sph", ".opus")
+_SHELL_UNSAFE = re.compile(r"[^\w@%+=:,./-]", re.ASCII)
 INSTALL_HINT = "pip install 'w2v2-plugin[lhotse]' (or: pip install lhotse)"
 _EXAMPLES = 3  # ids named in the summary notes (the rest are counted)
 _CUT_TYPES = ("MonoCut", "MultiCut", "Cut")  # "Cut": lhotse < 0.8's name of MonoCut
@@ -112,6 +120,13 @@ def _refuse_sources(obj: Any, where: str) -> None:
                             f"{where}: recording {item.get('id')!r} has an audio source of type {kind!r}, "
                             f"refused ({why}); w2v2-manifest reads only {' and '.join(READABLE_SOURCES)} "
                             "sources: write the audio to files and point the recording at them")
+                    name = src.get("source")
+                    if (kind == "file" and isinstance(name, str) and name.lower().endswith(SHELL_READ_SUFFIXES)
+                            and _SHELL_UNSAFE.search(name)):
+                        raise ManifestError(
+                            f"{where}: recording {item.get('id')!r}: lhotse reads its file {name!r} through a "
+                            "shell command line (sph2pipe/ffmpeg) and the name has characters the shell "
+                            "interprets, refused; rename the file (letters, digits and _.-/ only) or convert it to FLAC")
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)

@@ -272,6 +272,47 @@ def test_command_and_url_sources_are_refused(tmp_path: Path, kind: str, form: st
     assert rc == 2 and not marker.exists() and not dest.exists()
 
 
+@pytest.mark.parametrize("suffix", [".sph", ".SPH", ".opus"])
+@pytest.mark.parametrize("form", ["recordings", "cuts"])
+def test_file_names_lhotse_would_paste_into_a_shell_are_refused(tmp_path: Path, suffix: str, form: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """lhotse reads .sph through ``sph2pipe ... PATH`` (and .opus, with its ffmpeg-subprocess backend,
+    through ``ffmpeg -i 'PATH'``) in a shell: a ``file`` source named to break out of that command
+    line is a command source in disguise. A supervision on part of it would be decoded by lhotse."""
+    marker = tmp_path / "MARKER"
+    name = (f"{tmp_path}/x'; touch {marker}; echo '{suffix}" if suffix == ".opus"
+            else f"{tmp_path}/x; touch {marker}; #{suffix}")
+    planted = Recording(id="planted", sources=[lhotse.AudioSource("file", [0], name)], sampling_rate=SR,
+                        num_samples=2 * SR, duration=2.0)
+    rec, sup = make_corpus(tmp_path, sups=SUPS + [("p1", "planted", 0.5, 1.0, 0, "boom")],
+                           extra_recordings=[planted])
+    if form == "cuts":
+        cuts = tmp_path / "cuts.jsonl.gz"
+        CutSet.from_manifests(RecordingSet.from_file(rec), SupervisionSet.from_file(sup)).to_file(cuts)
+        kw = {"cuts": str(cuts)}
+    else:
+        kw = {"recordings": str(rec), "supervisions": str(sup)}
+    if suffix == ".opus":  # the backend a user selects with LHOTSE_AUDIO_BACKEND (the default reads opus itself)
+        monkeypatch.setenv("LHOTSE_AUDIO_BACKEND", "FfmpegSubprocessOpusBackend")
+    monkeypatch.setattr(lhotse.audio.backend, "CURRENT_AUDIO_BACKEND", None)  # rebuilt from the env
+    dest = tmp_path / "out"
+    with pytest.raises(ManifestError, match=r"recording 'planted': lhotse reads its file .* through a shell"):
+        build_lhotse(cfg(dest, on_bad="skip", **kw))
+    assert not marker.exists() and not dest.exists()
+
+
+def test_plain_sph_names_are_read(tmp_path: Path) -> None:
+    """NIST SPHERE files with ordinary names (TED-LIUM, Switchboard) are not refused."""
+    sph = tmp_path / "audio" / "talk_01-a.sph"
+    sph.parent.mkdir(parents=True)
+    sf.write(str(sph), noise(1.0, 11), SR, format="NIST", subtype="PCM_16")
+    rec = Recording(id="talk_01-a", sources=[lhotse.AudioSource("file", [0], str(sph))], sampling_rate=SR,
+                    num_samples=SR, duration=1.0)  # (Recording.from_file would need sph2pipe)
+    RecordingSet.from_recordings([rec]).to_file(tmp_path / "r.jsonl.gz")
+    build_lhotse(cfg(tmp_path / "out", recordings=str(tmp_path / "r.jsonl.gz")))
+    assert tsv(tmp_path / "out") == (str(sph.parent), [("talk_01-a.sph", SR)])
+
+
 def test_malformed_manifests_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rec, sup = make_corpus(tmp_path)
     bad = tmp_path / "bad.jsonl"
