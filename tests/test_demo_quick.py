@@ -3,6 +3,7 @@ commands (synthesis, manifests, pretraining, two fine-tunings, 4-gram LM, tuning
 and leaves a results table, its json and the curves PNG. Minutes on 2 cores: marked slow."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -47,6 +48,13 @@ def test_demo_quick_end_to_end(tmp_path: Path, have_espeak: bool) -> None:
     ctx = results["context"]
     assert ctx["pretrain_final"]["accuracy"] is not None
     assert all(v is not None for v in ctx["finetune_final_dev_wer"].values())
+    # Every training's curves for TensorBoard (make env installs it), one folder each.
+    if importlib.util.find_spec("tensorboard") is not None:
+        for name in ("pretrain", "scratch", "pretrained"):
+            assert list((out / "tensorboard" / name).rglob("events.out.tfevents.*")), name
+        assert f"tensorboard --logdir {out / 'tensorboard'}" in proc.stdout
+    # Equal updates: each training's completed updates are recorded, and all were done.
+    assert all(v["completed"] == v["planned"] for v in ctx["updates"].values()) and len(ctx["updates"]) == 3
     if _has_matplotlib():
         png = out / "results" / "curves.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

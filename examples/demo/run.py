@@ -10,7 +10,9 @@ synthesize the corpus -> ``w2v2-manifest`` (pretraining audio; labeled train/dev
 the same architecture from scratch (same labels, updates and schedule) -> ``w2v2-lm build`` a
 4-gram on the LM text -> ``w2v2-infer --tune`` the LM weight and word score on dev ->
 ``w2v2-infer`` on test with Viterbi and with the 4-gram -> results table (printed, and in
-``OUT/results/results.{md,json}``) and ``OUT/results/curves.png``.
+``OUT/results/results.{md,json}``) and ``OUT/results/curves.png``; with tensorboard installed
+(``make env`` does) every training's curves also go to ``OUT/tensorboard``
+(``tensorboard --logdir OUT/tensorboard``).
 
 Budgets are numbers of updates sized for 2 CPU cores (scaled by --budget-minutes); each
 training also gets a wall-clock cap (fairseq's ``optimization.stop_time_hours``) so a much
@@ -161,6 +163,15 @@ class Demo:
         return [f"common.seed={self.seed}", "common.fp16=false", "++common.bf16=false",
                 f"dataset.num_workers={self.plan.num_workers}", *self.device_overrides]
 
+    def _tensorboard(self, name: str) -> list[str]:
+        """fairseq's TensorBoard logging, one folder per training under OUT/tensorboard (view all
+        side by side: ``tensorboard --logdir OUT/tensorboard``); nothing without tensorboard."""
+        try:
+            import tensorboard  # noqa: F401  (fairseq writes through torch.utils.tensorboard)
+        except ImportError:
+            return []
+        return [f"common.tensorboard_logdir={self.out / 'tensorboard' / name}"]
+
     # -- data ---------------------------------------------------------------------------
     def corpus(self) -> Path:
         corpus = self.out / "corpus"
@@ -192,7 +203,7 @@ class Demo:
         self.train("pretrain", [
             "fairseq-hydra-train", "--config-dir", str(PRETRAIN_CONFIGS), "--config-name", "tiny_cpu",
             f"task.data={manifest}", f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={save}",
-            f"hydra.run.dir={self.out / 'hydra' / 'pretrain'}",
+            f"hydra.run.dir={self.out / 'hydra' / 'pretrain'}", *self._tensorboard("pretrain"),
             f"optimization.max_update={updates}", f"optimization.lr=[{p.pretrain_lr:g}]",
             f"optimization.clip_norm={p.clip_norm:g}",
             f"lr_scheduler.warmup_updates={max(1, min(p.pretrain_warmup, updates // 8))}",
@@ -219,7 +230,7 @@ class Demo:
         self.train(f"finetune_{name}", [
             "fairseq-hydra-train", "--config-dir", str(FINETUNE_CONFIGS), "--config-name", "tiny_cpu",
             f"task.data={manifest}", f"model.w2v_path={pretrained}", f"common.user_dir={USER_DIR}",
-            f"checkpoint.save_dir={save}", f"hydra.run.dir={self.out / 'hydra' / name}",
+            f"checkpoint.save_dir={save}", f"hydra.run.dir={self.out / 'hydra' / name}", *self._tensorboard(name),
             "dataset.valid_subset=dev", f"optimization.max_update={updates}",
             f"optimization.lr=[{p.finetune_lr:g}]", f"dataset.max_tokens={p.finetune_max_tokens}",
             f"dataset.validate_interval_updates={every}", f"checkpoint.save_interval_updates={every}",
@@ -309,7 +320,8 @@ def run(plan: Plan, out: Path, seed: int = 0, keep: bool = False, synth_jobs: in
     done = ", ".join(f"{k} {v['completed']}/{v['planned']}" for k, v in demo.updates.items())
     print(f"demo: done in {total / 60:.1f} min; updates completed: {done}; pretraining ended at "
           f"contrastive accuracy {acc if acc is None else round(acc, 3)}; results in {md}, {js}"
-          + (f", {png}" if png else ""))
+          + (f", {png}" if png else "")
+          + (f"; curves: tensorboard --logdir {out / 'tensorboard'}" if (out / "tensorboard").exists() else ""))
     return rows
 
 
