@@ -21,8 +21,8 @@ must be known before its first line), the second writes.
 
 Only ``file`` and ``memory`` audio sources are read: ``command`` (lhotse runs a shell command),
 ``url`` (it fetches remote data) and any other type stop the run before any audio is read, and
-so does a ``.sph`` / ``.opus`` file whose name the shell would interpret (lhotse pastes those
-names into a sph2pipe / ffmpeg command line).
+so does a ``file`` source named like a URL (``http:...``) or a ``.sph`` / ``.opus`` file whose
+name the shell would interpret (lhotse pastes those names into a sph2pipe / ffmpeg command line).
 lhotse imports torch; it is imported here, when this source is used, and nowhere else.
 """
 from __future__ import annotations
@@ -57,6 +57,9 @@ _REFUSED_WHY = {"command": "lhotse would run its shell command", "url": "lhotse 
 # character the shell interprets would run code. shlex.quote's test of a name that needs no quoting.
 SHELL_READ_SUFFIXES = (".sph", ".opus")
 _SHELL_UNSAFE = re.compile(r"[^\w@%+=:,./-]", re.ASCII)
+# A ``file`` source named like a URL or an ffmpeg protocol (http:, ftp:, concat:, ...): lhotse's
+# ffmpeg-based readers (audioread, torchaudio, torchcodec) would open it as such, remote data.
+_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 INSTALL_HINT = "pip install 'w2v2-plugin[lhotse]' (or: pip install lhotse)"
 _EXAMPLES = 3  # ids named in the summary notes (the rest are counted)
 _CUT_TYPES = ("MonoCut", "MultiCut", "Cut")  # "Cut": lhotse < 0.8's name of MonoCut
@@ -121,6 +124,11 @@ def _refuse_sources(obj: Any, where: str) -> None:
                             f"refused ({why}); w2v2-manifest reads only {' and '.join(READABLE_SOURCES)} "
                             "sources: write the audio to files and point the recording at them")
                     name = src.get("source")
+                    if kind == "file" and isinstance(name, str) and _URL_LIKE.match(name):
+                        raise ManifestError(
+                            f"{where}: recording {item.get('id')!r}: its file source {name!r} is a URL or "
+                            "protocol, not a local path, refused (lhotse's ffmpeg-based readers would fetch it); "
+                            "download the audio and point the recording at the files")
                     if (kind == "file" and isinstance(name, str) and name.lower().endswith(SHELL_READ_SUFFIXES)
                             and _SHELL_UNSAFE.search(name)):
                         raise ManifestError(

@@ -301,6 +301,18 @@ def test_file_names_lhotse_would_paste_into_a_shell_are_refused(tmp_path: Path, 
     assert not marker.exists() and not dest.exists()
 
 
+@pytest.mark.parametrize("name", ["http://127.0.0.1:9/x.wav", "concat:/a.wav|/b.wav"])
+def test_file_sources_named_like_urls_are_refused(tmp_path: Path, name: str) -> None:
+    """A ``file`` source named like a URL would be fetched by lhotse's ffmpeg-based readers."""
+    planted = Recording(id="planted", sources=[lhotse.AudioSource("file", [0], name)], sampling_rate=SR,
+                        num_samples=2 * SR, duration=2.0)
+    rec, sup = make_corpus(tmp_path, sups=SUPS + [("p1", "planted", 0.5, 1.0, 0, "boom")],
+                           extra_recordings=[planted])
+    with pytest.raises(ManifestError, match=r"recording 'planted': its file source .* is a URL or protocol"):
+        build_lhotse(cfg(tmp_path / "out", recordings=str(rec), supervisions=str(sup), on_bad="skip"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_plain_sph_names_are_read(tmp_path: Path) -> None:
     """NIST SPHERE files with ordinary names (TED-LIUM, Switchboard) are not refused."""
     sph = tmp_path / "audio" / "talk_01-a.sph"
