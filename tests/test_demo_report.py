@@ -139,7 +139,8 @@ def test_seed_reaches_every_training(tmp_path: Path, monkeypatch: pytest.MonkeyP
         demo.finetune(tmp_path / "l", tmp_path / "p.pt", name, scratch=name == "scratch")
     assert len(calls) == 3
     for argv in calls:
-        assert "common.seed=7" in argv and "common.fp16=false" in argv and "++common.bf16=false" in argv
+        assert "common.seed=7" in argv and "++task.precision=fp32" in argv
+        assert "common.fp16=false" in argv and "++common.bf16=false" in argv
     # The scratch arm trains its encoder from the first update; only the starting weights differ.
     assert "model.feature_grad_mult=1.0" in calls[1] and "model.freeze_finetune_updates=0" in calls[1]
     assert [a for a in calls[1] if "lr=" in a] == [a for a in calls[2] if "lr=" in a]

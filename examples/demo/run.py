@@ -160,7 +160,8 @@ class Demo:
         """Overrides every training shares: the seed, the pinned precision, data workers."""
         if self.plan.precision != "fp32":
             raise StepError(f"plan precision {self.plan.precision!r}: only fp32 is measured for the demo")
-        return [f"common.seed={self.seed}", "common.fp16=false", "++common.bf16=false",
+        return [f"common.seed={self.seed}", f"++task.precision={self.plan.precision}",
+                "common.fp16=false", "++common.bf16=false",
                 f"dataset.num_workers={self.plan.num_workers}", *self.device_overrides]
 
     def _tensorboard(self, name: str) -> list[str]:
