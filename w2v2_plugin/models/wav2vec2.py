@@ -16,6 +16,7 @@ from torch import nn
 
 from fairseq.models import BaseFairseqModel, register_model
 
+from ..precision import fp32_region
 from .components import (
     ConvPositionalEmbedding,
     EncoderLayer,
@@ -27,7 +28,6 @@ from .components import (
     TransformerEncoder,
     lengths_to_padding_mask,
 )
-from ..precision import fp32_region
 from .config import W2v2Config, check_supported, parse_conv_layers, parse_latent_temp
 from .contrastive import contrastive_logits
 from .masking import compute_mask_indices, sample_negatives
