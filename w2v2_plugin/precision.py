@@ -4,8 +4,17 @@ fairseq's ``common.bf16`` casts the weights (and so the optimizer's view of them
 ``common.amp`` is CUDA-only. ``task.precision=bf16`` instead runs the forward pass of each
 train and valid step under ``torch.autocast(device, dtype=torch.bfloat16)``: weights, gradients
 and Adam state stay fp32, matrix products and convolutions run in bf16, and the model keeps its
-numerically sensitive parts in fp32 (see :data:`FP32_PARTS`). bf16 has fp32's exponent range, so
-no loss scaling is needed. Backward runs outside autocast, on the dtypes forward chose.
+numerically sensitive parts in fp32. bf16 has fp32's exponent range, so no loss scaling is
+needed. Backward runs outside autocast, on the dtypes forward chose.
+
+What stays fp32 under bf16 autocast (tests/test_precision.py checks it):
+- the first conv block on the raw waveform, with its group norm (models/components.py);
+- every layer norm and group norm, and GELU (models/components.py);
+- the Gumbel quantizer: codebook logits, softmax, perplexities (models/components.py);
+- the two projections into the contrastive space and the cosine logits (models/wav2vec2.py,
+  models/contrastive.py);
+- the feature penalty and every loss term (models/wav2vec2.py, criterions/);
+- the CTC output layer's log-softmax and the CTC loss (models/ctc.py, criterions/ctc.py).
 """
 from __future__ import annotations
 
@@ -15,17 +24,6 @@ from typing import ContextManager
 import torch
 
 PRECISIONS = ("fp32", "bf16")
-
-# What stays fp32 under bf16 autocast, and where (kept in sync with the model code and tested).
-FP32_PARTS = (
-    "the first conv block on the raw waveform, with its group norm (models/components.py)",
-    "every layer norm and group norm, and GELU (models/components.py)",
-    "the Gumbel quantizer: codebook logits, softmax, perplexities (models/components.py)",
-    "the two projections into the contrastive space and the cosine logits (models/wav2vec2.py, "
-    "models/contrastive.py)",
-    "the feature penalty and every loss term (models/wav2vec2.py, criterions/)",
-    "the CTC output layer's log-softmax and the CTC loss (models/ctc.py, criterions/ctc.py)",
-)
 
 
 class PrecisionError(ValueError):

@@ -193,23 +193,23 @@ class W2v2PretrainingTask(FairseqTask):
         return dataset
 
     # -- precision -----------------------------------------------------------------------
+    def _precision(self) -> str:
+        return str(_cfg_get(self.cfg, "precision", "fp32"))
+
     def _step_autocast(self, model: Any):
         """The context of a step's forward pass under ``task.precision=bf16``."""
-        precision = str(_cfg_get(self.cfg, "precision", "fp32"))
+        precision = self._precision()
         param = next(model.parameters())
         if param.dtype != torch.float32:
             raise PrecisionError(f"task.precision={precision} needs fp32 weights, got {param.dtype}: "
                                  "turn off common.fp16 / common.bf16 / common.amp (they cast the weights)")
         return step_autocast(precision, param.device.type)
 
-    def _mixed(self) -> bool:
-        return str(_cfg_get(self.cfg, "precision", "fp32")) != "fp32"
-
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         """fairseq's train step (fp32: fairseq's own, unchanged); with ``precision=bf16`` the
         forward pass runs under autocast and the backward outside it (autocast's rule), on the
         dtypes the forward chose."""
-        if not self._mixed():
+        if self._precision() == "fp32":
             return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         model.train()
         model.set_num_updates(update_num)
@@ -222,7 +222,7 @@ class W2v2PretrainingTask(FairseqTask):
         return loss, sample_size, logging_output
 
     def valid_step(self, sample, model, criterion):
-        if not self._mixed():
+        if self._precision() == "fp32":
             return super().valid_step(sample, model, criterion)
         model.eval()
         with torch.no_grad(), self._step_autocast(model):
