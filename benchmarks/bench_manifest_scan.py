@@ -31,8 +31,8 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from manifests import ManifestConfig, build  # noqa: E402
-from manifests.scan import parse_exts, probe_files, walk  # noqa: E402
+from w2v2_manifests import ManifestConfig, build  # noqa: E402
+from w2v2_manifests.scan import parse_exts, probe_files, walk  # noqa: E402
 
 
 def make_tree(root: Path, files: int, ext: str, clip_ms: int = 500) -> None:
@@ -65,7 +65,7 @@ def scan(root: str, ext: str, workers: int) -> int:
 
 def build_peak_rss(root: str, dest: str, ext: str, workers: int) -> tuple[float, float]:
     """Run one full build in a fresh process; (seconds, peak RSS in MiB of it and its workers)."""
-    code = ("import sys; from manifests import ManifestConfig, build; "
+    code = ("import sys; from w2v2_manifests import ManifestConfig, build; "
             f"print(build(ManifestConfig(root={root!r}, dest={dest!r}, ext={ext!r}, valid_percent=0.0, "
             f"labels='none', workers={workers}, progress=False)).line())")
     t = time.perf_counter()

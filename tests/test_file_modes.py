@@ -17,7 +17,7 @@ from w2v2_plugin.cli.convert import main as convert_main
 from w2v2_plugin.cli.infer import main as infer_main
 from w2v2_plugin.cli.lm import main as lm_main
 from w2v2_plugin.decoding.kenlm_tools import have_kenlm_tools
-from w2v2_plugin.fileio import mkdtemp, mkstemp, plain_dir_mode, plain_file_mode
+from w2v2_common.fileio import mkdtemp, mkstemp, plain_dir_mode, plain_file_mode
 
 UMASK = 0o027
 FILE, DIR = 0o640, 0o750
@@ -96,7 +96,7 @@ def test_convert_infer_lm_and_manifest_outputs(tmp_path: Path, umask027, capsys)
         written += [tuned / "tuned.json", tuned / "hypos.dev.jsonl", tuned / "summary.dev.json"]
 
     # w2v2-manifest (AtomicOutputs)
-    from manifests.cli import main as manifest_main
+    from w2v2_manifests.cli import main as manifest_main
 
     root = tmp_path / "corpus"
     for i in range(2):

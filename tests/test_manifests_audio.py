@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from conftest import write_tone
-from manifests.audio import AudioInfo, _flac_header, _wav_header, probe
+from w2v2_manifests.audio import AudioInfo, _flac_header, _wav_header, probe
 
 WAV_SUBTYPES = ["PCM_16", "PCM_24", "PCM_32", "PCM_U8", "FLOAT", "DOUBLE", "ULAW", "IMA_ADPCM"]
 

@@ -1,4 +1,4 @@
-"""The command line: python -m manifests, exit status 2 on bad input, no torch/fairseq import."""
+"""The command line: python -m w2v2_manifests, exit status 2 on bad input, no torch/fairseq import."""
 from __future__ import annotations
 
 import subprocess
@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from conftest import write_tone
-from manifests.cli import main
+from w2v2_manifests.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 # Run the CLI with torch and fairseq made unimportable: manifests must not need them.
 BLOCKED = ("import sys, runpy; sys.modules['torch'] = None; sys.modules['fairseq'] = None; "
-           "sys.argv = ['w2v2-manifest'] + sys.argv[1:]; runpy.run_module('manifests', run_name='__main__')")
+           "sys.argv = ['w2v2-manifest'] + sys.argv[1:]; runpy.run_module('w2v2_manifests', run_name='__main__')")
 
 
 def _tree(root: Path) -> None:
@@ -40,8 +40,8 @@ def test_python_m_manifests_without_torch_or_fairseq(tmp_path: Path) -> None:
 
 
 def test_import_does_not_pull_torch() -> None:
-    code = ("import sys; import manifests, manifests.cli, manifests.builder, manifests.spm, manifests.scan, "
-            "manifests.lhotse_input; "
+    code = ("import sys; import w2v2_manifests, w2v2_manifests.cli, w2v2_manifests.builder, w2v2_manifests.spm, w2v2_manifests.scan, "
+            "w2v2_manifests.lhotse_input; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'fairseq', 'torchaudio', 'lhotse')); "
             "assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

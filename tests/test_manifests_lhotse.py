@@ -18,9 +18,9 @@ import pytest
 import soundfile as sf
 
 from conftest import write_tone
-from manifests import BadFilesError, LhotseConfig, ManifestError, build_lhotse
-from manifests import lhotse_input
-from manifests.cli import main
+from w2v2_manifests import BadFilesError, LhotseConfig, ManifestError, build_lhotse
+from w2v2_manifests import lhotse_input
+from w2v2_manifests.cli import main
 
 lhotse = pytest.importorskip("lhotse")
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet  # noqa: E402
@@ -398,7 +398,7 @@ def test_without_lhotse_one_line_error(tmp_path: Path) -> None:
 
     rec, sup = make_corpus(tmp_path)
     code = ("import sys, runpy; sys.modules['torch'] = None; sys.modules['lhotse'] = None; "
-            "sys.argv = ['w2v2-manifest'] + sys.argv[1:]; runpy.run_module('manifests', run_name='__main__')")
+            "sys.argv = ['w2v2-manifest'] + sys.argv[1:]; runpy.run_module('w2v2_manifests', run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", code, "lhotse", "--recordings", str(rec), "--dest",
                            str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr

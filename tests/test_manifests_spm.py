@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from manifests import ManifestError, SpmConfig, train_spm
-from manifests.cli import main
+from w2v2_manifests import ManifestError, SpmConfig, train_spm
+from w2v2_manifests.cli import main
 
 VOCAB = ["the", "cat", "sat", "on", "mat", "dog", "ran", "far", "away", "quickly", "slowly", "house"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from manifests.text import NormalizationError, TextConfig, normalize, to_letters
+from w2v2_manifests.text import NormalizationError, TextConfig, normalize, to_letters
 
 DEFAULT = TextConfig()
 

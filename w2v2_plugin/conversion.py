@@ -247,7 +247,7 @@ def _atomic_file(path: str, write) -> None:
     never a half-written file."""
     import os
 
-    from .fileio import mkstemp, plain_file_mode
+    from w2v2_common.fileio import mkstemp, plain_file_mode
 
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

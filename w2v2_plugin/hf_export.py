@@ -23,7 +23,7 @@ import torch
 from fairseq.data import Dictionary
 
 from .checkpoint_io import DEFAULT_OPT_IN, UnsafeCheckpointError, load_model_ensemble_and_task
-from .fileio import mkdtemp, plain_file_mode
+from w2v2_common.fileio import mkdtemp, plain_file_mode
 from .models.config import parse_conv_layers
 
 

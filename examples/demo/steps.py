@@ -22,7 +22,7 @@ from .logs import parse_line
 
 # Console scripts of the package and the module each one runs, for environments where the
 # package was not pip-installed (then ``python -m MODULE`` does the same).
-_MODULES = {"w2v2-manifest": "manifests.cli", "w2v2-infer": "w2v2_plugin.cli.infer",
+_MODULES = {"w2v2-manifest": "w2v2_manifests.cli", "w2v2-infer": "w2v2_plugin.cli.infer",
             "w2v2-lm": "w2v2_plugin.cli.lm", "fairseq-hydra-train": "fairseq_cli.hydra_train"}
 
 

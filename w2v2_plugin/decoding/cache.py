@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fileio import mkstemp
+from w2v2_common.fileio import mkstemp
 from .errors import DecodingError
 from .units import UnitDictionary
 

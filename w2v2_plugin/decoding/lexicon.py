@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from ..fileio import mkstemp
+from w2v2_common.fileio import mkstemp
 from .errors import DecodingError, where
 from .units import LETTER_BOUNDARY, SP_BOUNDARY, UnitDictionary
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Iterator, NamedTuple
 
-from ..fileio import mkstemp
+from w2v2_common.fileio import mkstemp
 from .errors import DecodingError, where
 from .kenlm_tools import find_kenlm_tools, run_build_binary, run_lmplz
 from .lexicon import Lexicon, Speller, build_lexicon, write_lexicon

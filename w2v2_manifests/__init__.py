@@ -1,6 +1,6 @@
 """Manifests and labels for wav2vec 2.0 training, standalone (no torch, no fairseq).
 
-``w2v2-manifest ROOT --dest DIR`` (or ``python -m manifests``) writes fairseq's
+``w2v2-manifest ROOT --dest DIR`` (or ``python -m w2v2_manifests``) writes fairseq's
 ``{split}.tsv`` / ``.wrd`` / ``.ltr`` / ``dict.ltr.txt``; ``w2v2-manifest lhotse`` does the same
 from lhotse manifests; ``w2v2-manifest spm`` adds subword units. Only the standard library,
 numpy, soundfile, sentencepiece and tqdm are imported (lhotse, which imports torch, only when

@@ -1,4 +1,4 @@
-"""``w2v2-manifest`` / ``python -m manifests``: manifests and labels, or subword units.
+"""``w2v2-manifest`` / ``python -m w2v2_manifests``: manifests and labels, or subword units.
 
     w2v2-manifest ROOT --dest DIR [options]        manifests + letter labels (default form)
     w2v2-manifest lhotse --recordings R.jsonl.gz [--supervisions S.jsonl.gz] --dest DIR [options]

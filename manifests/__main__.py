@@ -1,6 +1,0 @@
-"""``python -m manifests ...`` is the same as ``w2v2-manifest ...``."""
-import sys
-
-from .cli import main
-
-sys.exit(main())
