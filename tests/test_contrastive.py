@@ -105,31 +105,44 @@ def test_same_loss_and_logs_as_fairseq(loss_weights: Any) -> None:
         assert {"loss_0", "loss_1", "loss_2"} <= set(ours_reduced)
 
 
-def test_binary_cross_entropy_mode_matches_fairseq() -> None:
-    """infonce=false (wav2vec 1.0 style): BCE of every logit against a 0/1 target, weighted."""
-    torch.manual_seed(3)
+def test_binary_cross_entropy_mode_is_refused_when_the_criterion_is_built() -> None:
+    """infonce=false (fairseq's BCE mode) cannot work with this model's logits: refused at build."""
+    from w2v2_common.errors import W2v2Error
+    from w2v2_plugin.criterions.contrastive import InfoNCERequiredError
 
-    class Binary(torch.nn.Module):
-        logits = torch.randn(6, 11)
-        targets = (torch.rand(6, 11) > 0.8).float()
+    with pytest.raises(InfoNCERequiredError, match=r"criterion\.infonce=false .*set criterion\.infonce=true") as e:
+        W2v2ContrastiveCriterion(None, infonce=False)
+    assert isinstance(e.value, W2v2Error) and isinstance(e.value, ValueError)
+    assert "\n" not in str(e.value)
+    with pytest.raises(InfoNCERequiredError):
+        W2v2ContrastiveCriterion(None)  # fairseq's default (infonce=false) is refused too
 
-        def forward(self, **kwargs: Any) -> dict[str, Any]:
-            return {}
 
-        def get_logits(self, net_output: Any) -> torch.Tensor:
-            return self.logits
+def test_named_loss_terms_are_the_criterion_and_model_numbers() -> None:
+    """compute_contrastive_loss / compute_diversity_loss / compute_features_penalty give exactly
+    the criterion's main loss and the model's extra losses."""
+    from w2v2_plugin.models.contrastive import (
+        compute_contrastive_loss,
+        compute_diversity_loss,
+        compute_features_penalty,
+    )
+    from w2v2_plugin.models.wav2vec2 import W2v2Config, W2v2Model
 
-        def get_targets(self, sample: Any, net_output: Any) -> torch.Tensor:
-            return self.targets
-
-        def get_target_weights(self, target: torch.Tensor, net_output: Any) -> torch.Tensor:
-            return 1 + target
-
-    sample = {"id": torch.arange(2), "net_input": {}}
-    loss_a, size_a, log_a = W2v2ContrastiveCriterion(None, infonce=False)(Binary(), sample)
-    loss_b, size_b, log_b = Wav2vecCriterion(None, infonce=False)(Binary(), sample)
-    torch.testing.assert_close(loss_a, loss_b)
-    assert size_a == size_b == int(Binary.targets.sum()) and log_a["loss"] == pytest.approx(log_b["loss"])
+    torch.manual_seed(0)
+    model = W2v2Model.build_model(W2v2Config(**TINY), None)
+    source = torch.randn(2, 6000)
+    torch.manual_seed(1)
+    net_output = model(source=source)
+    sample = {"id": torch.arange(2), "net_input": {"source": source}}
+    logits = model.get_logits(net_output).float()
+    target = model.get_targets(sample, net_output)
+    diversity, penalty = model.get_extra_losses(net_output)
+    assert torch.equal(diversity, compute_diversity_loss(net_output["num_vars"], net_output["prob_perplexity"]))
+    assert torch.equal(penalty, compute_features_penalty(model.feature_encoder(source)))
+    torch.manual_seed(1)
+    loss, size, log = W2v2ContrastiveCriterion(None, infonce=True)(model, sample)
+    assert torch.equal(loss, compute_contrastive_loss(logits, target))
+    assert compute_contrastive_loss(logits, target, reduction="none").shape == (size,)
 
 
 def test_all_equal_logits_are_not_counted_correct() -> None:

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from w2v2_plugin.models.contrastive import contrastive_logits
-from w2v2_plugin.models.masking import sample_negatives
+from w2v2_plugin.models.contrastive import contrastive_logits, sample_negatives
 
 
 def reference(x, cand, positive, negatives, temp):

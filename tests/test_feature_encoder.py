@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from w2v2_plugin.models.components import FeatureEncoder, _StridedConv1d
+from w2v2_plugin.models.conv_kernel import StridedConv1d as _StridedConv1d
+from w2v2_plugin.models.feature_encoder import FeatureEncoder
 
 SPEC = [(16, 10, 5), (16, 3, 2), (16, 3, 2), (16, 2, 2)]
 
@@ -64,7 +65,7 @@ def test_too_short_input_names_the_receptive_field():
 
 @pytest.mark.parametrize("norm", ["group", "layer", None])
 def test_conv_block_channels_last_equals_channels_first(norm):
-    from w2v2_plugin.models.components import ConvBlock
+    from w2v2_plugin.models.feature_encoder import ConvBlock
 
     torch.manual_seed(3)
     block = ConvBlock(6, 8, 3, 2, True, norm)

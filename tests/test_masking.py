@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from fairseq.data.data_utils import compute_mask_indices as fairseq_compute_mask_indices
 
-from w2v2_plugin.models.masking import compute_mask_indices, keep_random, sample_negatives
+from w2v2_plugin.models.contrastive import sample_negatives
+from w2v2_plugin.models.masking import compute_mask_indices, keep_random
 
 
 def span_lengths(mask: torch.Tensor) -> list:

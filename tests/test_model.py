@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from w2v2_plugin.models.components import conv_output_lengths, receptive_field
-from w2v2_plugin.models.config import W2v2Config, parse_conv_layers, parse_latent_temp
+from w2v2_plugin.models.config import W2v2Config, parse_latent_temp
+from w2v2_plugin.models.conv_geometry import conv_output_lengths, parse_conv_layers, receptive_field
 from w2v2_plugin.models.wav2vec2 import W2v2Model
 
 TINY = dict(

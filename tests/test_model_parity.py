@@ -9,13 +9,15 @@ import dataclasses
 
 import pytest
 import torch
-
-from conftest import padded_audio_batch as audio
-
 from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
+from helpers import padded_audio_batch as audio
 
 import w2v2_plugin  # noqa: F401
-from w2v2_plugin.conversion import fairseq_to_plugin_state_dict, model_cfg_to_w2v2, plugin_to_fairseq_state_dict
+from w2v2_plugin.interop.fairseq_wav2vec2 import (
+    fairseq_to_plugin_state_dict,
+    model_cfg_to_w2v2,
+    plugin_to_fairseq_state_dict,
+)
 from w2v2_plugin.models.config import W2v2Config
 from w2v2_plugin.models.wav2vec2 import W2v2Model
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Optional
 
 logger = logging.getLogger("w2v2_plugin.health")
 
@@ -44,16 +43,16 @@ def _is_power_of_ten(n: int) -> bool:
 class TrainingHealth:
     """Watches loss and code perplexity; returns (and logs) a message when something is wrong."""
 
-    def __init__(self, thresholds: Optional[HealthThresholds] = None) -> None:
+    def __init__(self, thresholds: HealthThresholds | None = None) -> None:
         self.thresholds = thresholds or HealthThresholds()
         self.low_usage_streak = 0
         self.collapse_warnings = 0
         self.nonfinite_count = 0
 
     def reset(self) -> None:
-        self.__init__(self.thresholds)  # type: ignore[misc]
+        self.__init__(self.thresholds)  # type: ignore[misc]  # reason: re-running __init__ resets every counter in one place
 
-    def observe_loss(self, loss: float, terms: Optional[dict[str, float]] = None) -> Optional[str]:
+    def observe_loss(self, loss: float, terms: dict[str, float] | None = None) -> str | None:
         """Warn when ``loss`` is NaN or infinite; ``terms`` (name -> value) say which part."""
         if math.isfinite(loss):
             return None
@@ -72,7 +71,7 @@ class TrainingHealth:
         logger.warning(msg)
         return msg
 
-    def observe_codebook(self, code_perplexity: float, num_vars: float, frames: float) -> Optional[str]:
+    def observe_codebook(self, code_perplexity: float, num_vars: float, frames: float) -> str | None:
         """Warn when the codebook usage stays below ``min_code_usage`` for ``patience`` updates.
 
         ``num_vars`` is G*V (all entries of all groups); ``frames`` is how many quantized

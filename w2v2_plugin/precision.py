@@ -8,25 +8,27 @@ numerically sensitive parts in fp32. bf16 has fp32's exponent range, so no loss 
 needed. Backward runs outside autocast, on the dtypes forward chose.
 
 What stays fp32 under bf16 autocast (tests/test_precision.py checks it):
-- the first conv block on the raw waveform, with its group norm (models/components.py);
-- every layer norm and group norm, and GELU (models/components.py);
-- the Gumbel quantizer: codebook logits, softmax, perplexities (models/components.py);
+- the first conv block on the raw waveform, with its group norm (models/feature_encoder.py);
+- every layer norm and group norm, and GELU (models/feature_encoder.py, models/transformer.py);
+- the Gumbel quantizer: codebook logits, softmax, perplexities (models/quantizer.py);
 - the two projections into the contrastive space and the cosine logits (models/wav2vec2.py,
   models/contrastive.py);
-- the feature penalty and every loss term (models/wav2vec2.py, criterions/);
+- the feature penalty and every loss term (models/contrastive.py, criterions/);
 - the CTC output layer's log-softmax and the CTC loss (models/ctc.py, criterions/ctc.py).
 """
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 import torch
+
+from w2v2_common.errors import W2v2Error
 
 PRECISIONS = ("fp32", "bf16")
 
 
-class PrecisionError(ValueError):
+class PrecisionError(W2v2Error, ValueError):
     """An unknown ``task.precision`` value, or bf16 asked of a device that cannot run it."""
 
 
@@ -36,7 +38,7 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def step_autocast(precision: str, device_type: str) -> ContextManager:
+def step_autocast(precision: str, device_type: str) -> AbstractContextManager:
     """The context a train or valid step's forward pass runs in."""
     if check_precision(precision) == "fp32":
         return contextlib.nullcontext()
@@ -46,7 +48,7 @@ def step_autocast(precision: str, device_type: str) -> ContextManager:
     return torch.autocast(device_type, dtype=torch.bfloat16)
 
 
-def fp32_region(x: torch.Tensor) -> ContextManager:
+def fp32_region(x: torch.Tensor) -> AbstractContextManager:
     """Autocast off for the block that follows, when it was on for ``x``'s device (its inputs
     must then be cast to fp32 by the caller)."""
     if torch.is_autocast_enabled(x.device.type):

@@ -13,17 +13,20 @@ multi-process training and is slower on GPUs.
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, List, Optional, cast  # noqa: UP035  # reason: see W2v2ContrastiveConfig
 
 import torch
-import torch.nn.functional as F
 from fairseq import utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 from fairseq.logging.meters import safe_round
 
+from w2v2_common.errors import W2v2Error
+
+from ..distributed import is_main_process
 from ..health import MONITOR
+from ..models.contrastive import compute_contrastive_loss
 
 # Internal logging keys: summed like the others, turned into averages / health checks in
 # reduce_metrics, never logged themselves.
@@ -36,30 +39,40 @@ _BUILTIN = {"loss", "ntokens", "nsentences", "sample_size", "correct", "count"}
 _UNSUMMABLE_LOG_KEYS = {"logits", "target"}
 
 
+class InfoNCERequiredError(W2v2Error, ValueError):
+    """``criterion.infonce=false``: the model's logits are only meant for InfoNCE."""
+
+
 @dataclass
 class W2v2ContrastiveConfig(FairseqDataclass):
     infonce: bool = field(
         default=False,
-        metadata={"help": "if set, uses cross entropy instead of binary cross entropy (i.e. InfoNCE loss)"},
+        metadata={"help": "must be true: the InfoNCE cross-entropy over the K+1 candidates (wav2vec 2.0's "
+                          "loss); fairseq's binary cross-entropy alternative is not offered"},
     )
     # typing.List (not list[...]): fairseq's argparse bridge only parses typing generics
-    loss_weights: Optional[List[float]] = field(
+    loss_weights: Optional[List[float]] = field(  # noqa: UP006, UP045  # reason: typing generics, as above
         default=None, metadata={"help": "weights for additional loss terms (not first one)"}
     )
-    log_keys: List[str] = field(default_factory=lambda: [], metadata={"help": "output keys to log"})
+    log_keys: List[str] = field(  # noqa: UP006  # reason: typing generics, as above
+        default_factory=lambda: [], metadata={"help": "output keys to log"})
 
 
 def _as_float(value: Any) -> float:
     return float(value.detach()) if torch.is_tensor(value) else float(value)
 
 
-def _is_main_process() -> bool:
-    try:
-        import torch.distributed as dist
-
-        return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
-    except Exception:  # pragma: no cover
-        return True
+@torch.no_grad()
+def _accuracy_counts(logits: torch.Tensor) -> tuple[int, float]:
+    """(correct, count) of the masked steps whose true target (candidate 0) scores highest."""
+    if logits.numel() == 0:
+        return 0, 0.0
+    is_max = logits.argmax(-1) == 0
+    is_min = logits.argmin(-1) == 0
+    # all candidates equal (argmax == argmin == 0) is not a correct prediction
+    both = is_max & is_min
+    # .item() of an int64 sum is an int
+    return cast(int, is_max.long().sum().item() - both.long().sum().item()), float(is_max.numel())
 
 
 @register_criterion("w2v2_contrastive", dataclass=W2v2ContrastiveConfig)
@@ -68,10 +81,16 @@ class W2v2ContrastiveCriterion(FairseqCriterion):
         self,
         task: Any,
         infonce: bool = False,
-        loss_weights: Optional[list[float]] = None,
-        log_keys: Optional[list[str]] = None,
+        loss_weights: list[float] | None = None,
+        log_keys: list[str] | None = None,
     ) -> None:
         super().__init__(task)
+        if not infonce:
+            # The model's targets are one candidate index per step (get_targets), not the 0/1
+            # label per candidate binary cross-entropy needs, and its -inf logits (distractors
+            # equal to the target) make that loss NaN.
+            raise InfoNCERequiredError("criterion.infonce=false is not supported by w2v2_contrastive; set "
+                                       "criterion.infonce=true, as every published wav2vec 2.0 config does")
         self.infonce = infonce
         self.loss_weights = None if loss_weights is None else [float(w) for w in loss_weights]
         self.log_keys = [] if log_keys is None else list(log_keys)
@@ -85,27 +104,16 @@ class W2v2ContrastiveCriterion(FairseqCriterion):
     def forward(self, model: Any, sample: dict[str, Any], reduce: bool = True):
         """Returns (loss, sample_size, logging_output); loss is summed over masked steps."""
         net_output = model(**sample["net_input"])
-        logits = model.get_logits(net_output).float()  # (masked steps, K+1) for InfoNCE
+        logits = model.get_logits(net_output).float()  # (masked steps, K+1)
         target = model.get_targets(sample, net_output)  # (masked steps,): index 0 is the positive
-
-        weights = None
-        if hasattr(model, "get_target_weights") and not self.infonce:
-            weights = model.get_target_weights(target, net_output)
-            if torch.is_tensor(weights):
-                weights = weights.float()
-
-        reduction = "sum" if reduce else "none"
-        if self.infonce:
-            loss = F.cross_entropy(logits, target, reduction=reduction)
-        else:
-            loss = F.binary_cross_entropy_with_logits(logits, target.float(), weights, reduction=reduction)
+        loss = compute_contrastive_loss(logits, target, reduction="sum" if reduce else "none")
 
         if "sample_size" in sample:
             sample_size = sample["sample_size"]
         elif "mask_indices" in sample["net_input"]:
             sample_size = sample["net_input"]["mask_indices"].sum()
         else:
-            sample_size = target.numel() if self.infonce else target.long().sum().item()
+            sample_size = target.numel()
 
         losses = [loss.detach().clone()]
         if self.loss_weights is not None:
@@ -122,7 +130,7 @@ class W2v2ContrastiveCriterion(FairseqCriterion):
                     f"criterion.loss_weights has {len(coefs)} weight(s) but the model returns "
                     f"{len(extra_losses)} extra loss(es) (diversity, feature penalty); give one weight each"
                 )
-            for extra, coef in zip(extra_losses, coefs):
+            for extra, coef in zip(extra_losses, coefs, strict=True):
                 if coef != 0 and extra is not None:
                     # scaled by sample_size because the main loss is a sum over masked steps
                     term = coef * extra.float() * sample_size
@@ -146,19 +154,7 @@ class W2v2ContrastiveCriterion(FairseqCriterion):
             for i, term in enumerate(losses):
                 logging_output[f"loss_{i}"] = term.item() if reduce else term.detach()
 
-        if self.infonce:
-            with torch.no_grad():
-                if logits.numel() == 0:
-                    correct, count = 0, 0.0
-                else:
-                    is_max = logits.argmax(-1) == 0
-                    is_min = logits.argmin(-1) == 0
-                    # all candidates equal (argmax == argmin == 0) is not a correct prediction
-                    both = is_max & is_min
-                    correct = is_max.long().sum().item() - both.long().sum().item()
-                    count = float(is_max.numel())
-            logging_output["correct"] = correct
-            logging_output["count"] = count
+        logging_output["correct"], logging_output["count"] = _accuracy_counts(logits)
 
         if reduce:
             terms = {f"loss_{i}": float(t.detach()) for i, t in enumerate(losses)} if len(losses) > 1 else None
@@ -207,7 +203,7 @@ class W2v2ContrastiveCriterion(FairseqCriterion):
                 metrics.log_scalar(key, value / (forwards or 1), round=3)
 
         # non-finite losses are reported by forward() on the rank that saw them
-        if forwards and _is_main_process():
+        if forwards and is_main_process():
             if any(_CODE_PPL in log for log in logging_outputs):
                 MONITOR.observe_codebook(
                     code_perplexity=total(_CODE_PPL) / forwards,

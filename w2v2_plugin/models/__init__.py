@@ -1,3 +1,5 @@
 """Importing this subpackage registers its contents with fairseq."""
-from . import wav2vec2  # noqa: F401  (registers model "w2v2")
-from . import ctc  # noqa: F401  (model w2v2_ctc)
+from . import (
+    ctc,  # noqa: F401  (model w2v2_ctc)
+    wav2vec2,  # noqa: F401  (registers model "w2v2")
+)

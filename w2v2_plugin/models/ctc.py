@@ -6,18 +6,19 @@ mirrors fairseq's ``Wav2VecCtc`` (``w2v_encoder.w2v_model`` / ``w2v_encoder.proj
 ``forward`` and ``get_normalized_probs``: fairseq-style inference code works unchanged.
 
 ``w2v_path`` may name a plugin ``w2v2`` checkpoint or a fairseq 0.12 ``wav2vec2`` checkpoint
-(hydra ``cfg`` or legacy ``args`` layout, as published); fairseq weights go through
-:mod:`w2v2_plugin.conversion`'s key map. The pretrained model's config is stored in
-``w2v_args`` (plain data) when the model is first built, so a fine-tuned checkpoint is
+(hydra ``cfg`` or legacy ``args`` layout, as published); it is opened by
+:func:`w2v2_plugin.interop.pretrained.read_pretrained`. The pretrained model's config is stored
+in ``w2v_args`` (plain data) when the model is first built, so a fine-tuned checkpoint is
 self-contained: loading it never opens ``w2v_path`` again.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +27,8 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel, FairseqEncoder, register_model
 from omegaconf import II, MISSING
 
-from ..conversion import (CheckpointError, UnsafeCheckpointError, checkpoint_model_cfg,
-                          fairseq_to_plugin_state_dict, load_checkpoint_file, looks_like_fairseq_wav2vec2,
-                          model_cfg_to_w2v2, to_plain)
+from ..config_access import config_value
+from ..interop.pretrained import Pretrained, PretrainedModelError, plain_w2v_args, read_pretrained
 from .config import W2v2Config
 from .wav2vec2 import W2v2Model
 
@@ -36,10 +36,6 @@ logger = logging.getLogger(__name__)
 
 MASKING_DISTRIBUTION_CHOICES = ChoiceEnum(["static", "uniform", "normal", "poisson"])
 LAYER_TYPE_CHOICES = ChoiceEnum(["transformer", "conformer", "trf_adp"])
-
-
-class PretrainedModelError(ValueError):
-    """``w2v_path`` is missing or is not a wav2vec 2.0 pretraining checkpoint."""
 
 
 @dataclass
@@ -74,7 +70,7 @@ class W2v2CtcConfig(FairseqDataclass):
     mask_prob: float = field(
         default=0.5,
         metadata={"help": "probability of replacing a token with mask (normalized by length)"})
-    mask_selection: MASKING_DISTRIBUTION_CHOICES = field(  # type: ignore[valid-type]
+    mask_selection: MASKING_DISTRIBUTION_CHOICES = field(  # type: ignore[valid-type]  # reason: fairseq's ChoiceEnum is a runtime-made Enum
         default="static", metadata={"help": "how to choose masks"})
     mask_other: float = field(
         default=0, metadata={"help": "secondary mask argument (used for more complex distributions)"})
@@ -89,7 +85,7 @@ class W2v2CtcConfig(FairseqDataclass):
     # channel masking
     mask_channel_length: int = field(default=10, metadata={"help": "length of the mask for features (channels)"})
     mask_channel_prob: float = field(default=0.0, metadata={"help": "probability of replacing a feature with 0"})
-    mask_channel_selection: MASKING_DISTRIBUTION_CHOICES = field(  # type: ignore[valid-type]
+    mask_channel_selection: MASKING_DISTRIBUTION_CHOICES = field(  # type: ignore[valid-type]  # reason: fairseq's ChoiceEnum is a runtime-made Enum
         default="static", metadata={"help": "how to choose mask length for channel masking"})
     mask_channel_other: float = field(
         default=0, metadata={"help": "secondary mask argument (used for more complex distributions)"})
@@ -123,7 +119,7 @@ class W2v2CtcConfig(FairseqDataclass):
     zero_mask: bool = field(default=False, metadata={"help": "data2vec only (must stay false)"})
     load_ema: bool = field(default=False, metadata={"help": "data2vec only (must stay false)"})
     layer_decay: float = field(default=1, metadata={"help": "data2vec only (must stay 1)"})
-    layer_type: LAYER_TYPE_CHOICES = field(  # type: ignore[valid-type]
+    layer_type: LAYER_TYPE_CHOICES = field(  # type: ignore[valid-type]  # reason: fairseq's ChoiceEnum is a runtime-made Enum
         default="transformer", metadata={"help": "layer type in encoder (only transformer)"})
     adp_num: int = field(default=-1, metadata={"help": "adapters (not supported)"})
     adp_dim: int = field(default=64, metadata={"help": "adapters (not supported)"})
@@ -138,26 +134,24 @@ class W2v2CtcConfig(FairseqDataclass):
 
 
 def _check_supported(cfg: W2v2CtcConfig) -> None:
+    """Refuse fairseq's data2vec / adapter options (accepted by the config, not implemented)."""
     unsupported = {
         "drop_path": (cfg.drop_path, 0), "zero_mask": (cfg.zero_mask, False),
         "load_ema": (cfg.load_ema, False), "layer_decay": (cfg.layer_decay, 1),
         "layer_type": (str(cfg.layer_type), "transformer"), "adp_num": (cfg.adp_num, -1),
         "offload_activations": (cfg.offload_activations, False),
-        "blank_mode": (cfg.blank_mode if cfg.blank_mode in ("add", "set") else cfg.blank_mode, "add|set"),
     }
     for name, (value, ok) in unsupported.items():
-        if name == "blank_mode":
-            if value not in ("add", "set"):
-                raise ValueError(f"model.blank_mode={value!r}: use 'add' or 'set'")
-            continue
         if value != ok:
             raise ValueError(f"model.{name}={value!r} is not supported by w2v2_ctc (a data2vec/"
                              f"adapter option of fairseq); remove it from the config")
+    if cfg.blank_mode not in ("add", "set"):
+        raise ValueError(f"model.blank_mode={cfg.blank_mode!r}: use 'add' or 'set'")
 
 
 # Fine-tuning settings that replace the pretrained model's (fairseq's arg_overrides);
 # mask_min_space / mask_channel_min_space are deliberately not among them, as in fairseq.
-def _overrides(cfg: W2v2CtcConfig) -> Dict[str, Any]:
+def _overrides(cfg: W2v2CtcConfig) -> dict[str, Any]:
     return {
         "dropout": cfg.dropout, "activation_dropout": cfg.activation_dropout,
         "dropout_input": cfg.dropout_input, "attention_dropout": cfg.attention_dropout,
@@ -172,70 +166,6 @@ def _overrides(cfg: W2v2CtcConfig) -> Dict[str, Any]:
         "encoder_layerdrop": cfg.layerdrop, "feature_grad_mult": cfg.feature_grad_mult,
         "checkpoint_activations": cfg.checkpoint_activations,
     }
-
-
-class Pretrained:
-    """A pretrained model's config (plain ``w2v_args``) and, if read from disk, its weights
-    under plugin names."""
-
-    def __init__(self, w2v_args: Dict[str, Any], state_dict: Optional[Dict[str, torch.Tensor]]) -> None:
-        self.w2v_args = w2v_args
-        self.state_dict = state_dict
-
-
-def read_pretrained(path: str, trust: bool = False) -> Pretrained:
-    """Open ``w2v_path``: a plugin ``w2v2`` or fairseq ``wav2vec2`` pretraining checkpoint, read
-    without running code from it unless ``trust`` (``model.trust_checkpoint``)."""
-    if not path or path == MISSING or str(path).startswith("???"):
-        raise PretrainedModelError("model.w2v_path is not set: point it at a pretrained wav2vec 2.0 "
-                                   "checkpoint (w2v2 or fairseq wav2vec2)")
-    if not os.path.isfile(path):
-        raise PretrainedModelError(f"{path}: model.w2v_path does not exist; point it at a pretrained "
-                                   f"wav2vec 2.0 checkpoint (w2v2 or fairseq wav2vec2)")
-    try:
-        state = load_checkpoint_file(path, trust=trust, opt_in="set model.trust_checkpoint=true")
-        model_cfg = checkpoint_model_cfg(state)
-    except UnsafeCheckpointError as e:
-        raise PretrainedModelError(f"model.w2v_path={e}") from None
-    except CheckpointError as e:
-        raise PretrainedModelError(f"{path}: model.w2v_path is not a wav2vec 2.0 checkpoint ({e})") from None
-    name = model_cfg.get("_name")
-    if name in ("wav2vec_ctc", "w2v2_ctc", "wav2vec_seq2seq"):
-        raise PretrainedModelError(
-            f"{path}: model.w2v_path is a fine-tuned {name} checkpoint, not a pretrained one; "
-            f"point w2v_path at the pretrained model (to continue fine-tuning, use "
-            f"checkpoint.restore_file or checkpoint.finetune_from_model)")
-    weights = state["model"]
-    if name == "wav2vec2" or (name is None and looks_like_fairseq_wav2vec2(weights)):
-        weights = dict(fairseq_to_plugin_state_dict(weights))
-    elif name != "w2v2":
-        raise PretrainedModelError(f"{path}: model.w2v_path is not a wav2vec 2.0 pretraining checkpoint "
-                                   f"(its model is {name!r}; expected w2v2 or wav2vec2)")
-    task = _task_section(state)
-    w2v_args = {"model": model_cfg_to_w2v2(model_cfg),
-                "task": {"normalize": bool(task.get("normalize", False)),
-                         "sample_rate": int(task.get("sample_rate", 16000) or 16000)},
-                "source": {"path": os.path.abspath(path), "model": name or "wav2vec2"}}
-    return Pretrained(to_plain(w2v_args), weights)
-
-
-def _task_section(state: Mapping[str, Any]) -> Dict[str, Any]:
-    if state.get("cfg") is not None:
-        task = to_plain(state["cfg"]).get("task") or {}
-        return task if isinstance(task, dict) else {}
-    args = to_plain(state.get("args") or {})
-    return args if isinstance(args, dict) else {}
-
-
-def _plain_w2v_args(w2v_args: Any) -> Dict[str, Any]:
-    """Stored ``w2v_args`` (DictConfig after a checkpoint load, or a legacy Namespace) -> dict."""
-    args = to_plain(w2v_args)
-    if "model" not in args:  # a legacy flat Namespace of the pretraining run
-        args = {"model": model_cfg_to_w2v2(dict(args, _name="wav2vec2")),
-                "task": {"normalize": bool(args.get("normalize", False))}}
-    else:
-        args["model"] = model_cfg_to_w2v2(args["model"])
-    return args
 
 
 def build_w2v2_config(model_args: Mapping[str, Any], cfg: W2v2CtcConfig) -> W2v2Config:
@@ -254,17 +184,17 @@ class W2v2CtcEncoder(FairseqEncoder):
     def __init__(self, cfg: W2v2CtcConfig, output_size: int) -> None:
         super().__init__(None)
         _check_supported(cfg)
-        pretrained: Optional[Pretrained] = None
+        pretrained: Pretrained | None = None
         if cfg.w2v_args is None:
             pretrained = read_pretrained(cfg.w2v_path, trust=bool(getattr(cfg, "trust_checkpoint", False)))
             w2v_args = pretrained.w2v_args
             cfg.w2v_args = w2v_args  # makes the fine-tuned checkpoint self-contained
         else:
-            w2v_args = _plain_w2v_args(cfg.w2v_args)
+            w2v_args = plain_w2v_args(cfg.w2v_args)
             cfg.w2v_args = w2v_args
 
         pre_norm = bool(w2v_args.get("task", {}).get("normalize", False))
-        if _resolved(cfg, "normalize") is not None and bool(cfg.normalize) != pre_norm:
+        if config_value(cfg, "normalize") is not None and bool(cfg.normalize) != pre_norm:
             raise PretrainedModelError(
                 f"task.normalize={bool(cfg.normalize)} but the pretrained model was trained with "
                 f"normalize={pre_norm}; set task.normalize={str(pre_norm).lower()} (fine-tuning "
@@ -291,8 +221,6 @@ class W2v2CtcEncoder(FairseqEncoder):
         self.num_updates = 0
 
         if cfg.freeze_regex:
-            import re
-
             pattern = re.compile(cfg.freeze_regex)
             for name, p in self.named_parameters():
                 if pattern.fullmatch(name):
@@ -302,8 +230,8 @@ class W2v2CtcEncoder(FairseqEncoder):
         super().set_num_updates(num_updates)
         self.num_updates = num_updates
 
-    def forward(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
-                **kwargs: Any) -> Dict[str, Any]:
+    def forward(self, source: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                **kwargs: Any) -> dict[str, Any]:
         # source: (batch, sample); padding_mask: (batch, sample), True on padding
         finetune = self.freeze_finetune_updates <= self.num_updates
         # until freeze_finetune_updates the context network runs without a graph: only the
@@ -318,7 +246,7 @@ class W2v2CtcEncoder(FairseqEncoder):
         return {"encoder_out": x, "padding_mask": frame_padding,
                 "layer_results": res["layer_results"]}
 
-    def reorder_encoder_out(self, encoder_out: Dict[str, Any], new_order: torch.Tensor):
+    def reorder_encoder_out(self, encoder_out: dict[str, Any], new_order: torch.Tensor):
         if encoder_out["encoder_out"] is not None:
             encoder_out["encoder_out"] = encoder_out["encoder_out"].index_select(1, new_order)
         if encoder_out["padding_mask"] is not None:
@@ -329,19 +257,14 @@ class W2v2CtcEncoder(FairseqEncoder):
         return None
 
 
-def _resolved(cfg: Any, key: str) -> Any:
-    """A config value, or None if it is an unresolvable interpolation (no task section)."""
-    try:
-        value = getattr(cfg, key)
-    except Exception:  # noqa: BLE001 - omegaconf raises on missing interpolation targets
-        return None
-    if isinstance(value, str) and value.startswith("${"):
-        return None
-    return value
-
-
 @register_model("w2v2_ctc", dataclass=W2v2CtcConfig)
 class W2v2Ctc(BaseFairseqModel):
+    """Model ``w2v2_ctc``: per-frame CTC logits over the target dictionary, index 0 the blank.
+
+    ``blank_weight`` / ``blank_mode`` shift (``add``) or fix (``set``) the blank logit at
+    inference, as fairseq's ``Wav2VecCtc``; padded frames predict blank with certainty.
+    """
+
     def __init__(self, cfg: W2v2CtcConfig, w2v_encoder: W2v2CtcEncoder) -> None:
         super().__init__()
         self.cfg = cfg
@@ -350,18 +273,13 @@ class W2v2Ctc(BaseFairseqModel):
         self.blank_mode = cfg.blank_mode
 
     @classmethod
-    def build_model(cls, cfg: W2v2CtcConfig, task) -> "W2v2Ctc":
+    def build_model(cls, cfg: W2v2CtcConfig, task) -> W2v2Ctc:
         dictionary = task.target_dictionary
         if dictionary is None:
             raise ValueError("w2v2_ctc needs a task with a target dictionary (task.labels set)")
         return cls(cfg, W2v2CtcEncoder(cfg, len(dictionary)))
 
-    def upgrade_state_dict_named(self, state_dict: Dict[str, torch.Tensor], name: str):
-        """Accept fairseq ``wav2vec_ctc`` weights too (fairseq names under ``w2v_encoder.w2v_model.``)."""
-        super().upgrade_state_dict_named(state_dict, name)
-        return state_dict
-
-    def get_logits(self, net_output: Dict[str, Any], normalize: bool = False) -> torch.Tensor:
+    def get_logits(self, net_output: dict[str, Any], normalize: bool = False) -> torch.Tensor:
         logits = net_output["encoder_out"]  # (T, B, V)
         if self.blank_weight != 0:
             logits = logits.clone()
@@ -383,11 +301,11 @@ class W2v2Ctc(BaseFairseqModel):
             logits = utils.log_softmax(logits.float(), dim=-1)
         return logits
 
-    def get_normalized_probs(self, net_output: Dict[str, Any], log_probs: bool) -> torch.Tensor:
+    def get_normalized_probs(self, net_output: dict[str, Any], log_probs: bool) -> torch.Tensor:
         logits = self.get_logits(net_output)
         if log_probs:
             return utils.log_softmax(logits.float(), dim=-1)
         return utils.softmax(logits.float(), dim=-1)
 
-    def forward(self, **kwargs: Any) -> Dict[str, Any]:
+    def forward(self, **kwargs: Any) -> dict[str, Any]:
         return self.w2v_encoder(**kwargs)

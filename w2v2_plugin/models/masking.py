@@ -1,4 +1,4 @@
-"""Span masking and distractor sampling, as standalone tested functions.
+"""Span masking of the latent frames (paper, section 3.1), as standalone tested functions.
 
 ``compute_mask_indices`` has the semantics of fairseq's function of the same name (span
 count ``int(mask_prob * T / mask_length + U[0,1))``, at least ``min_masks``; span starts
@@ -9,17 +9,17 @@ padding mask, with no per-row Python loop and no host round trip (``no_overlap``
 its recursive placement is inherently sequential and runs in numpy). One deliberate
 difference: where fairseq raises "this should never happens" because the expected number of
 spans rounds down to zero, zero spans is a legitimate outcome and nothing is masked.
+
+Distractor sampling is part of the contrastive objective: :func:`.contrastive.sample_negatives`.
 """
 from __future__ import annotations
-
-from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
 
 def _span_lengths(num_spans: int, batch: int, mask_type: str, mask_length: int, mask_other: float,
-                  device: torch.device, generator: Optional[torch.Generator]) -> torch.Tensor:
+                  device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
     """Span lengths, (batch, num_spans) long, drawn from the requested distribution."""
     shape = (batch, num_spans)
     if mask_type == "static":
@@ -35,7 +35,7 @@ def _span_lengths(num_spans: int, batch: int, mask_type: str, mask_length: int, 
     raise ValueError(f"unknown mask selection {mask_type!r} (static, uniform, normal, poisson)")
 
 
-def keep_random(mask: torch.Tensor, keep: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def keep_random(mask: torch.Tensor, keep: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Keep ``keep[b]`` of the True entries of each row of ``mask``, chosen uniformly at random.
 
     mask: (batch, time) bool; keep: (batch,) long. Rows with fewer True entries keep them all.
@@ -68,9 +68,54 @@ def _no_overlap_row(sz: int, lengths: np.ndarray, min_space: int, rng: np.random
     return np.asarray(mask_idc, dtype=np.int64)
 
 
+def _no_overlap_mask(shape: tuple[int, int], sizes: torch.Tensor, lengths: torch.Tensor, span_valid: torch.Tensor,
+                     min_space: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """(batch, time) mask of non-overlapping spans, placed row by row (fairseq's recursion, numpy)."""
+    rng = np.random.default_rng(
+        int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()))
+    mask_np = np.zeros(shape, dtype=bool)
+    sizes_np, lengths_np, valid_np = sizes.cpu().numpy(), lengths.cpu().numpy(), span_valid.cpu().numpy()
+    for i in range(shape[0]):
+        idc = _no_overlap_row(int(sizes_np[i]), lengths_np[i][valid_np[i]], min_space, rng)
+        mask_np[i, idc[idc < sizes_np[i]]] = True
+    return torch.from_numpy(mask_np).to(device)
+
+
+def _overlapping_spans_mask(shape: tuple[int, int], sizes: torch.Tensor, lengths: torch.Tensor,
+                            span_valid: torch.Tensor, num_spans: torch.Tensor, max_spans: int,
+                            device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """(batch, time) mask of spans that may overlap, all rows at once as tensor ops.
+
+    sizes: (batch,) unpadded lengths; lengths, span_valid: (batch, max_spans) span lengths and
+    which of them the row uses; num_spans: (batch,) how many it uses.
+    """
+    bsz, all_sz = shape
+    # starts without replacement from [0, sz - min_len): top-k of random keys over the range
+    big = torch.iinfo(torch.long).max
+    min_len = torch.where(span_valid, lengths, torch.full_like(lengths, big)).min(dim=1).values
+    min_len = torch.where(num_spans > 0, min_len, torch.zeros_like(min_len))
+    # fairseq: when the spans would not fit, shrink the start range to num_spans + 1 slots
+    min_len = torch.where(sizes - min_len <= num_spans, sizes - num_spans - 1, min_len)
+    start_range = (sizes - min_len).clamp(min=0)  # (batch,)
+    keys = torch.rand((bsz, all_sz), device=device, generator=generator)
+    in_range = torch.arange(all_sz, device=device).unsqueeze(0) < start_range.unsqueeze(1)
+    keys = torch.where(in_range, keys, torch.full_like(keys, -1.0))
+    starts = keys.topk(max_spans, dim=1).indices  # (batch, max_spans)
+    usable = span_valid & (torch.arange(max_spans, device=device).unsqueeze(0) < start_range.unsqueeze(1))
+    lengths = lengths * usable
+    # difference array: +1 at each start, -1 at each end; positive prefix sum = masked
+    diff = torch.zeros((bsz, all_sz + 1), dtype=torch.long, device=device)
+    ends = (starts + lengths).clamp(max=all_sz)
+    diff.scatter_add_(1, starts, usable.long())
+    diff.scatter_add_(1, ends, -usable.long())
+    mask = diff[:, :all_sz].cumsum(dim=1) > 0
+    mask &= torch.arange(all_sz, device=device).unsqueeze(0) < sizes.unsqueeze(1)
+    return mask
+
+
 def compute_mask_indices(
-    shape: Tuple[int, int],
-    padding_mask: Optional[torch.Tensor],
+    shape: tuple[int, int],
+    padding_mask: torch.Tensor | None,
     mask_prob: float,
     mask_length: int,
     mask_type: str = "static",
@@ -80,8 +125,8 @@ def compute_mask_indices(
     min_space: int = 0,
     require_same_masks: bool = True,
     mask_dropout: float = 0.0,
-    device: Optional[torch.device] = None,
-    generator: Optional[torch.Generator] = None,
+    device: torch.device | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Random span mask of ``shape`` = (batch, time); True = masked. Returns a bool tensor.
 
@@ -112,35 +157,9 @@ def compute_mask_indices(
     lengths = lengths * span_valid
 
     if no_overlap:
-        rng = np.random.default_rng(
-            int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()))
-        mask_np = np.zeros(shape, dtype=bool)
-        sizes_np, lengths_np, valid_np = sizes.cpu().numpy(), lengths.cpu().numpy(), span_valid.cpu().numpy()
-        for i in range(bsz):
-            idc = _no_overlap_row(int(sizes_np[i]), lengths_np[i][valid_np[i]], min_space, rng)
-            mask_np[i, idc[idc < sizes_np[i]]] = True
-        mask = torch.from_numpy(mask_np).to(device)
+        mask = _no_overlap_mask(shape, sizes, lengths, span_valid, min_space, device, generator)
     else:
-        # starts without replacement from [0, sz - min_len): top-k of random keys over the range
-        big = torch.iinfo(torch.long).max
-        min_len = torch.where(span_valid, lengths, torch.full_like(lengths, big)).min(dim=1).values
-        min_len = torch.where(num_spans > 0, min_len, torch.zeros_like(min_len))
-        # fairseq: when the spans would not fit, shrink the start range to num_spans + 1 slots
-        min_len = torch.where(sizes - min_len <= num_spans, sizes - num_spans - 1, min_len)
-        start_range = (sizes - min_len).clamp(min=0)  # (batch,)
-        keys = torch.rand((bsz, all_sz), device=device, generator=generator)
-        in_range = torch.arange(all_sz, device=device).unsqueeze(0) < start_range.unsqueeze(1)
-        keys = torch.where(in_range, keys, torch.full_like(keys, -1.0))
-        starts = keys.topk(max_spans, dim=1).indices  # (batch, max_spans)
-        usable = span_valid & (torch.arange(max_spans, device=device).unsqueeze(0) < start_range.unsqueeze(1))
-        lengths = lengths * usable
-        # difference array: +1 at each start, -1 at each end; positive prefix sum = masked
-        diff = torch.zeros((bsz, all_sz + 1), dtype=torch.long, device=device)
-        ends = (starts + lengths).clamp(max=all_sz)
-        diff.scatter_add_(1, starts, usable.long())
-        diff.scatter_add_(1, ends, -usable.long())
-        mask = diff[:, :all_sz].cumsum(dim=1) > 0
-        mask &= torch.arange(all_sz, device=device).unsqueeze(0) < sizes.unsqueeze(1)
+        mask = _overlapping_spans_mask(shape, sizes, lengths, span_valid, num_spans, max_spans, device, generator)
 
     if require_same_masks:
         counts = mask.sum(dim=1)
@@ -150,39 +169,3 @@ def compute_mask_indices(
         holes = torch.round(counts.double() * mask_dropout).long()
         mask = keep_random(mask, counts - holes, generator)
     return mask
-
-
-def sample_negatives(
-    num_rows: int,
-    num_steps: int,
-    num_negatives: int,
-    cross_sample_negatives: int = 0,
-    device: Optional[torch.device] = None,
-    generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
-    """Indices of distractors into a flattened (num_rows * num_steps) target tensor.
-
-    For step t of row b, ``num_negatives`` indices are drawn uniformly from the other steps of
-    row b (never t itself), then ``cross_sample_negatives`` uniformly from every other step
-    of the batch (never (b, t) itself). Returns (num_rows, num_steps, K) long.
-    """
-    if num_steps < 2 and num_negatives > 0:
-        raise ValueError(f"need at least 2 target steps per row to sample distractors, got {num_steps}")
-    device = device or torch.device("cpu")
-    step = torch.arange(num_steps, device=device).view(1, num_steps, 1)
-    row = torch.arange(num_rows, device=device).view(num_rows, 1, 1)
-    parts = []
-    if num_negatives > 0:
-        idx = torch.randint(0, num_steps - 1, (num_rows, num_steps, num_negatives), device=device, generator=generator)
-        idx = idx + (idx >= step).long()  # skip the step itself
-        parts.append(idx + row * num_steps)
-    if cross_sample_negatives > 0:
-        total = num_rows * num_steps
-        if total < 2:
-            raise ValueError("need at least 2 target steps in the batch to sample cross-sample distractors")
-        own = row * num_steps + step
-        idx = torch.randint(0, total - 1, (num_rows, num_steps, cross_sample_negatives), device=device, generator=generator)
-        parts.append(idx + (idx >= own).long())
-    if not parts:
-        return torch.empty((num_rows, num_steps, 0), dtype=torch.long, device=device)
-    return torch.cat(parts, dim=-1)

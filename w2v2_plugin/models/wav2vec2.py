@@ -8,112 +8,96 @@ unchanged: ``forward`` returns the same dict, ``extract_features`` returns ``x``
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from fairseq.models import BaseFairseqModel, register_model
 from torch import nn
 
-from fairseq.models import BaseFairseqModel, register_model
-
+from ..interop.fairseq_wav2vec2 import fairseq_to_plugin_state_dict, looks_like_fairseq_wav2vec2
 from ..precision import fp32_region
-from .components import (
-    ConvPositionalEmbedding,
-    EncoderLayer,
-    FeatureEncoder,
-    FeedForward,
-    GradMultiply,
-    GumbelQuantizer,
-    SelfAttention,
-    TransformerEncoder,
-    lengths_to_padding_mask,
-)
-from .config import W2v2Config, check_supported, parse_conv_layers, parse_latent_temp
-from .contrastive import contrastive_logits
-from .masking import compute_mask_indices, sample_negatives
+from .config import W2v2Config, check_supported, parse_latent_temp
+from .contrastive import compute_diversity_loss, compute_features_penalty, contrastive_logits, sample_negatives
+from .conv_geometry import parse_conv_layers
+from .feature_encoder import FeatureEncoder, GradMultiply, lengths_to_padding_mask
+from .masking import compute_mask_indices
+from .quantizer import GumbelQuantizer
+from .transformer import build_transformer_encoder
 
 
-def _init_bert_params(module: nn.Module) -> None:
-    """BERT-style init used by fairseq's transformer: N(0, 0.02) linear weights, zero biases."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
+class Distractors(NamedTuple):
+    """Where each masked step's true target and its K distractors sit among the candidates."""
 
-
-def build_transformer_encoder(cfg: W2v2Config) -> TransformerEncoder:
-    """Plain factory: the context network described by ``cfg``."""
-    dim = cfg.encoder_embed_dim
-    layers = [
-        EncoderLayer(
-            attention=SelfAttention(dim, cfg.encoder_attention_heads, cfg.attention_dropout),
-            feed_forward=FeedForward(dim, cfg.encoder_ffn_embed_dim, str(cfg.activation_fn), cfg.activation_dropout),
-            dim=dim,
-            dropout=cfg.dropout,
-            layer_norm_first=cfg.layer_norm_first,
-        )
-        for _ in range(cfg.encoder_layers)
-    ]
-    for layer in layers:
-        layer.apply(_init_bert_params)
-    return TransformerEncoder(
-        pos_conv=ConvPositionalEmbedding(dim, cfg.conv_pos, cfg.conv_pos_groups),
-        layers=layers,
-        dim=dim,
-        dropout=cfg.dropout,
-        layerdrop=cfg.encoder_layerdrop,
-        layer_norm_first=cfg.layer_norm_first,
-        checkpoint_activations=cfg.checkpoint_activations,
-    )
+    positive: torch.Tensor  # (batch, masked steps) long, index into the step's own row of candidates
+    negatives: torch.Tensor  # (batch, masked steps, K) long, flat index into (batch * candidates)
 
 
 @register_model("w2v2", dataclass=W2v2Config)
 class W2v2Model(BaseFairseqModel):
+    """wav2vec 2.0 pretraining model; attributes and the paper's symbols (section 2, 3):
+
+    - raw audio X: ``source`` (batch, sample) of ``forward``;
+    - ``feature_encoder`` is f: X -> Z, a temporal conv stack; Z = z_1..z_T are the latent
+      features, ``feature_dim`` (C, 512) channels, one frame per 20 ms; ``feature_norm`` is the
+      layer norm on Z; ``cfg.feature_grad_mult`` scales f's gradient;
+    - ``feature_projection`` maps Z to the transformer width (``cfg.encoder_embed_dim``);
+    - masking (section 3.1): span starts with probability p (``cfg.mask_prob``/``cfg.mask_length``),
+      spans of M = ``cfg.mask_length`` steps, masked steps replaced by ``mask_embedding``;
+    - ``encoder`` is g: Z -> C, the context network (Transformer); C = c_1..c_T;
+    - ``quantizer`` is q: Z -> Q, Gumbel product quantization, G = ``cfg.latent_groups``
+      codebooks of V = ``cfg.latent_vars`` entries, temperature tau = ``cfg.latent_temp``;
+      Q = q_1..q_T are the targets (``quantize_targets``; otherwise Z itself);
+    - ``target_projection`` and ``context_projection`` map q_t and c_t into the contrastive
+      space (``cfg.final_dim``); ``target_glu`` optionally follows the target side;
+    - K = ``cfg.num_negatives`` distractors per masked step, from the other masked steps of the
+      same utterance; kappa = ``cfg.logit_temp`` divides the cosine similarities;
+    - alpha (diversity weight, 0.1) and the feature-penalty weight (10 in BASE) are the
+      criterion's ``loss_weights``, applied to :meth:`get_extra_losses`.
+    """
+
     def __init__(self, cfg: W2v2Config) -> None:
         super().__init__()
         check_supported(cfg)
         self.cfg = cfg
-        self.conv_layers = parse_conv_layers(cfg.conv_feature_layers)
-        self.embed = self.conv_layers[-1][0]
-        self.feature_encoder = FeatureEncoder(self.conv_layers, str(cfg.extractor_mode), cfg.conv_bias)
-        self.feature_norm = nn.LayerNorm(self.embed)
-        self.feature_projection: Optional[nn.Linear] = (
-            nn.Linear(self.embed, cfg.encoder_embed_dim) if self.embed != cfg.encoder_embed_dim else None)
+        conv_layers = parse_conv_layers(cfg.conv_feature_layers)
+        self.feature_dim = conv_layers[-1][0]  # channels of the latent features Z
+        self.feature_encoder = FeatureEncoder(conv_layers, str(cfg.extractor_mode), cfg.conv_bias)
+        self.feature_norm = nn.LayerNorm(self.feature_dim)
+        self.feature_projection: nn.Linear | None = (
+            nn.Linear(self.feature_dim, cfg.encoder_embed_dim) if self.feature_dim != cfg.encoder_embed_dim else None)
         self.dropout_input = nn.Dropout(cfg.dropout_input)
         self.dropout_features = nn.Dropout(cfg.dropout_features)
         self.mask_embedding = nn.Parameter(torch.empty(cfg.encoder_embed_dim).uniform_())
         self.encoder = build_transformer_encoder(cfg)
 
         final_dim = cfg.final_dim if cfg.final_dim > 0 else cfg.encoder_embed_dim
-        self.quantizer: Optional[GumbelQuantizer] = None
+        self.quantizer: GumbelQuantizer | None = None
         if cfg.quantize_targets:
             vq_dim = cfg.latent_dim if cfg.latent_dim > 0 else final_dim
             self.quantizer = GumbelQuantizer(
-                self.embed, cfg.latent_vars, cfg.latent_groups, vq_dim, parse_latent_temp(cfg.latent_temp),
+                self.feature_dim, cfg.latent_vars, cfg.latent_groups, vq_dim, parse_latent_temp(cfg.latent_temp),
                 cfg.quantizer_depth, cfg.quantizer_factor)
-            self.target_projection: Optional[nn.Linear] = nn.Linear(vq_dim, final_dim)
+            self.target_projection: nn.Linear | None = nn.Linear(vq_dim, final_dim)
         else:
-            self.target_projection = nn.Linear(self.embed, final_dim)
-        self.target_glu: Optional[nn.Module] = (
+            self.target_projection = nn.Linear(self.feature_dim, final_dim)
+        self.target_glu: nn.Module | None = (
             nn.Sequential(nn.Linear(final_dim, final_dim * 2), nn.GLU()) if cfg.target_glu else None)
-        self.context_projection: Optional[nn.Linear] = nn.Linear(cfg.encoder_embed_dim, final_dim)
-        self.num_updates = 0
+        self.context_projection: nn.Linear | None = nn.Linear(cfg.encoder_embed_dim, final_dim)
 
     @classmethod
-    def build_model(cls, cfg: W2v2Config, task=None) -> "W2v2Model":
+    def build_model(cls, cfg: W2v2Config, task=None) -> W2v2Model:
         return cls(cfg)
 
     # ---- fairseq model hooks -------------------------------------------------------------
     def set_num_updates(self, num_updates: int) -> None:
+        """The trainer's update count anneals the quantizer's Gumbel temperature."""
         super().set_num_updates(num_updates)
-        self.num_updates = num_updates
         if self.quantizer is not None:
             self.quantizer.set_num_updates(num_updates)
 
-    def upgrade_state_dict_named(self, state_dict: Dict[str, torch.Tensor], name: str) -> Dict[str, torch.Tensor]:
+    def upgrade_state_dict_named(self, state_dict: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
         """Accept fairseq ``wav2vec2`` state dicts too: they are mapped through the key map."""
-        from ..conversion import looks_like_fairseq_wav2vec2, fairseq_to_plugin_state_dict
-
         prefix = name + "." if name else ""
         own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if own and looks_like_fairseq_wav2vec2(own):
@@ -127,7 +111,7 @@ class W2v2Model(BaseFairseqModel):
     def _get_feat_extract_output_lengths(self, input_lengths: torch.Tensor) -> torch.Tensor:
         return self.feature_encoder.output_lengths(input_lengths)
 
-    def frame_padding_mask(self, padding_mask: Optional[torch.Tensor], num_frames: int) -> Optional[torch.Tensor]:
+    def frame_padding_mask(self, padding_mask: torch.Tensor | None, num_frames: int) -> torch.Tensor | None:
         """Sample-level padding mask (B, S) -> frame-level (B, T), None when nothing is padded."""
         if padding_mask is None or not padding_mask.any():
             return None
@@ -135,15 +119,19 @@ class W2v2Model(BaseFairseqModel):
         return lengths_to_padding_mask(self._get_feat_extract_output_lengths(input_lengths), num_frames)
 
     # ---- masking ------------------------------------------------------------------------
-    def apply_mask(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor],
-                   mask_indices: Optional[torch.Tensor] = None,
-                   mask_channel_indices: Optional[torch.Tensor] = None):
-        # x: (batch, frame, feature)
+    def apply_mask(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                   mask_indices: torch.Tensor | None = None,
+                   mask_channel_indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Time masking (masked steps -> ``mask_embedding``) and optional channel masking (-> 0).
+
+        x: (batch, frame, feature). Returns the masked x and the (batch, frame) bool time mask,
+        or None when ``mask_prob`` is 0.
+        """
         cfg = self.cfg
-        bsz, tsz, csz = x.shape
+        bsz, tsz, num_channels = x.shape
         if cfg.mask_channel_prob > 0 and cfg.mask_channel_before:
             if mask_channel_indices is None:
-                mask_channel_indices = self._channel_mask(bsz, csz, x.device)
+                mask_channel_indices = self._channel_mask(bsz, num_channels, x.device)
             x = x.masked_fill(_as_bool(mask_channel_indices, x.device).unsqueeze(1), 0.0)
             mask_channel_indices = None
         if cfg.mask_prob > 0:
@@ -158,29 +146,24 @@ class W2v2Model(BaseFairseqModel):
             mask_indices = None
         if cfg.mask_channel_prob > 0 and not cfg.mask_channel_before:
             if mask_channel_indices is None:
-                mask_channel_indices = self._channel_mask(bsz, csz, x.device)
+                mask_channel_indices = self._channel_mask(bsz, num_channels, x.device)
             x = x.masked_fill(_as_bool(mask_channel_indices, x.device).unsqueeze(1), 0.0)
         return x, mask_indices
 
-    def _channel_mask(self, bsz: int, csz: int, device: torch.device) -> torch.Tensor:
+    def _channel_mask(self, bsz: int, num_channels: int, device: torch.device) -> torch.Tensor:
         cfg = self.cfg
         return compute_mask_indices(
-            (bsz, csz), None, cfg.mask_channel_prob, cfg.mask_channel_length, str(cfg.mask_channel_selection),
-            cfg.mask_channel_other, no_overlap=cfg.no_mask_channel_overlap, min_space=cfg.mask_channel_min_space,
-            device=device)
+            (bsz, num_channels), None, cfg.mask_channel_prob, cfg.mask_channel_length,
+            str(cfg.mask_channel_selection), cfg.mask_channel_other, no_overlap=cfg.no_mask_channel_overlap,
+            min_space=cfg.mask_channel_min_space, device=device)
 
-    # ---- contrastive head ----------------------------------------------------------------
-    def negative_indices(self, num_rows: int, num_steps: int, device: torch.device) -> torch.Tensor:
-        """Distractors for (num_rows, num_steps) targets: (rows, steps, K) flat indices into rows * steps."""
-        return sample_negatives(num_rows, num_steps, self.cfg.num_negatives, self.cfg.cross_sample_negatives,
-                                device=device)
+    # ---- the paper's steps, in the order forward takes them --------------------------------
+    def encode_features(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Z = f(X) and the feature penalty on it.
 
-    # ---- forward ------------------------------------------------------------------------
-    def forward(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None, mask: bool = True,
-                features_only: bool = False, layer: Optional[int] = None,
-                mask_indices: Optional[torch.Tensor] = None, mask_channel_indices: Optional[torch.Tensor] = None,
-                padding_count: Optional[int] = None, **unused: Any) -> Dict[str, Any]:
-        # source: (batch, sample); padding_mask: (batch, sample), True on padding
+        source: (batch, sample) -> features (batch, frame, C) before the layer norm, penalty ().
+        f's gradient is scaled by ``feature_grad_mult``; at 0 no graph is built at all.
+        """
         cfg = self.cfg
         if cfg.feature_grad_mult > 0:
             features = self.feature_encoder(source)
@@ -189,78 +172,127 @@ class W2v2Model(BaseFairseqModel):
         else:
             with torch.no_grad():  # frozen encoder: no graph is built
                 features = self.feature_encoder(source)
-        features_pen = features.float().pow(2).mean()
+        return features, compute_features_penalty(features)
 
-        features = self.feature_norm(features)  # (batch, frame, channel)
-        unmasked_features = features
-        padding_mask = self.frame_padding_mask(padding_mask, features.size(1))
+    def crop_frames(self, features: torch.Tensor, padding_mask: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Drop trailing frames so that T is a multiple of ``crop_seq_to_multiple``.
 
-        drop = features.size(1) % cfg.crop_seq_to_multiple
+        features: (batch, frame, C); padding_mask: (batch, frame) or None; both cropped alike.
+        """
+        drop = features.size(1) % self.cfg.crop_seq_to_multiple
         if drop:
             features = features[:, :-drop]
-            unmasked_features = unmasked_features[:, :-drop]
             if padding_mask is not None:
                 padding_mask = padding_mask[:, :-drop]
+        return features, padding_mask
 
-        if self.feature_projection is not None:
-            features = self.feature_projection(features)
-        features = self.dropout_input(features)
-        unmasked_features = self.dropout_features(unmasked_features)
+    def project_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized Z (batch, frame, C) -> the transformer input (batch, frame, D) after
+        ``dropout_input``, and the unmasked features (batch, frame, C) after ``dropout_features``,
+        which the targets are made from."""
+        x = features if self.feature_projection is None else self.feature_projection(features)
+        x = self.dropout_input(x)
+        return x, self.dropout_features(features)
 
-        if mask:
-            x, mask_indices = self.apply_mask(features, padding_mask, mask_indices, mask_channel_indices)
-            if mask_indices is not None and not features_only:
-                counts = mask_indices.sum(-1)
-                if bool((counts != counts[0]).any()):
-                    raise ValueError("pretraining needs the same number of masked steps in every row "
-                                     "(set model.require_same_masks=true)")
-                y = unmasked_features[mask_indices].view(unmasked_features.size(0), -1, unmasked_features.size(-1))
-            else:
-                y = unmasked_features
-        else:
-            x, y, mask_indices = features, unmasked_features, None
+    def targets_at_masked_steps(self, unmasked_features: torch.Tensor, mask_indices: torch.Tensor) -> torch.Tensor:
+        """(batch, frame, C) -> (batch, masked steps, C); every row must mask as many steps."""
+        counts = mask_indices.sum(-1)
+        if bool((counts != counts[0]).any()):
+            raise ValueError("pretraining needs the same number of masked steps in every row "
+                             "(set model.require_same_masks=true)")
+        return _masked_steps(unmasked_features, mask_indices)
 
-        enc = self.encoder(x, padding_mask=padding_mask, layer=layer)
-        x = enc.x
-        if features_only:
-            return {"x": x, "padding_mask": padding_mask, "features": unmasked_features,
-                    "layer_results": enc.layer_results}
+    def quantize_targets(self, candidates: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Q = q(Z) at the candidate steps, (batch, cand, C) -> (batch, cand, vq_dim), and the
+        quantizer's statistics for the output dict; unchanged (and no statistics) without a quantizer."""
+        if self.quantizer is None:
+            return candidates, {}
+        q = self.quantizer(candidates)
+        return q.x, {"prob_perplexity": q.prob_perplexity, "code_perplexity": q.code_perplexity,
+                     "num_vars": q.num_vars, "temp": q.temp}
 
-        result: Dict[str, Any] = {"padding_mask": padding_mask, "features_pen": features_pen}
-        # Candidates: the targets at the masked steps, or with negatives_from_everywhere the
-        # targets at every step (distractors drawn from all of them, as fairseq).
-        candidates = unmasked_features if cfg.negatives_from_everywhere else y
-        if self.quantizer is not None:
-            q = self.quantizer(candidates)
-            candidates = q.x
-            result.update(prob_perplexity=q.prob_perplexity, code_perplexity=q.code_perplexity,
-                          num_vars=q.num_vars, temp=q.temp)
-        # The contrastive space in fp32 also under autocast: cosine similarities divided by a
-        # temperature of 0.1 magnify bf16's rounding of these small projections tenfold.
+    def project_targets(self, candidates: torch.Tensor) -> torch.Tensor:
+        """(batch, cand, vq_dim or C) -> (batch, cand, final_dim), fp32 also under autocast:
+        cosine similarities divided by a temperature of 0.1 magnify bf16's rounding of these
+        small projections tenfold."""
+        if self.target_projection is None:  # set in __init__; only remove_pretraining_modules drops it
+            raise AssertionError("project_targets needs the pretraining modules (removed for fine-tuning)")
         with fp32_region(candidates):
-            candidates = self.target_projection(candidates.float())  # (batch, cand, final_dim)
-        bsz, csz = candidates.shape[:2]
-        negatives = self.negative_indices(bsz, csz, candidates.device)  # (batch, cand, K)
-        positive = torch.arange(csz, device=candidates.device).expand(bsz, csz)  # true target = own step
-        if cfg.negatives_from_everywhere and mask_indices is not None:  # keep the masked steps' rows
-            positive = positive[mask_indices].view(bsz, -1)
-            negatives = negatives.gather(1, positive.unsqueeze(-1).expand(-1, -1, negatives.size(-1)))
+            return self.target_projection(candidates.float())
 
-        if mask_indices is not None:
-            x = x[mask_indices].view(x.size(0), -1, x.size(-1))
-        with fp32_region(x):
+    def negative_indices(self, num_rows: int, num_steps: int, device: torch.device) -> torch.Tensor:
+        """Distractors for (num_rows, num_steps) targets: (rows, steps, K) flat indices into rows * steps."""
+        return sample_negatives(num_rows, num_steps, self.cfg.num_negatives, self.cfg.cross_sample_negatives,
+                                device=device)
+
+    def sample_distractors(self, candidates: torch.Tensor, mask_indices: torch.Tensor | None) -> Distractors:
+        """The true target (the step itself) and K distractors of each masked step.
+
+        candidates: (batch, cand, final_dim), the masked steps' targets, or with
+        ``negatives_from_everywhere`` every step's (distractors then come from all of them, as
+        fairseq, and only the masked steps' rows are kept).
+        """
+        bsz, num_candidates = candidates.shape[:2]
+        negatives = self.negative_indices(bsz, num_candidates, candidates.device)  # (batch, cand, K)
+        positive = torch.arange(num_candidates, device=candidates.device).expand(bsz, num_candidates)
+        if self.cfg.negatives_from_everywhere and mask_indices is not None:
+            positive = positive[mask_indices].view(bsz, -1)  # (batch, masked steps)
+            negatives = negatives.gather(1, positive.unsqueeze(-1).expand(-1, -1, negatives.size(-1)))
+        return Distractors(positive, negatives)
+
+    def project_context(self, context: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """c_t (batch, masked steps, D) -> (batch, masked steps, final_dim), and the optional GLU
+        on the targets, both in fp32 (see ``project_targets``)."""
+        with fp32_region(context):
             if self.target_glu is not None:
                 candidates = self.target_glu(candidates)
-            x = self.context_projection(x.float())  # (batch, masked steps, final_dim)
-        result["x"] = contrastive_logits(x, candidates, positive, negatives, cfg.logit_temp,
-                                         cross_sample=cfg.cross_sample_negatives > 0)
-        return result
+            if self.context_projection is None:  # set in __init__; only remove_pretraining_modules drops it
+                raise AssertionError("project_context needs the pretraining modules (removed for fine-tuning)")
+            context = self.context_projection(context.float())
+        return context, candidates
 
-    def extract_features(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
-                         mask: bool = False, layer: Optional[int] = None, **unused: Any) -> Dict[str, Any]:
+    # ---- forward ------------------------------------------------------------------------
+    def forward(self, source: torch.Tensor, padding_mask: torch.Tensor | None = None, mask: bool = True,
+                features_only: bool = False, layer: int | None = None,
+                mask_indices: torch.Tensor | None = None, mask_channel_indices: torch.Tensor | None = None,
+                padding_count: int | None = None, **unused: Any) -> dict[str, Any]:
+        # source: (batch, sample); padding_mask: (batch, sample), True on padding
+        features, features_pen = self.encode_features(source)  # Z: (batch, frame, C); ()
+        features = self.feature_norm(features)
+        padding_mask = self.frame_padding_mask(padding_mask, features.size(1))  # (batch, frame) or None
+        features, padding_mask = self.crop_frames(features, padding_mask)
+        x, unmasked_features = self.project_features(features)  # (batch, frame, D); (batch, frame, C)
+        if mask:
+            x, mask_indices = self.apply_mask(x, padding_mask, mask_indices, mask_channel_indices)
+        else:
+            mask_indices = None
+        targets = unmasked_features  # (batch, masked steps, C) once masked
+        if mask_indices is not None and not features_only:
+            targets = self.targets_at_masked_steps(unmasked_features, mask_indices)
+
+        enc = self.encoder(x, padding_mask=padding_mask, layer=layer)  # C: (batch, frame, D)
+        if features_only:
+            return {"x": enc.x, "padding_mask": padding_mask, "features": unmasked_features,
+                    "layer_results": enc.layer_results}
+
+        result: dict[str, Any] = {"padding_mask": padding_mask, "features_pen": features_pen}
+        candidates = unmasked_features if self.cfg.negatives_from_everywhere else targets
+        candidates, quantizer_stats = self.quantize_targets(candidates)  # (batch, cand, vq_dim)
+        result.update(quantizer_stats)
+        candidates = self.project_targets(candidates)  # (batch, cand, final_dim)
+        distractors = self.sample_distractors(candidates, mask_indices)
+        context = enc.x if mask_indices is None else _masked_steps(enc.x, mask_indices)  # (batch, masked, D)
+        context, candidates = self.project_context(context, candidates)  # (batch, masked steps, final_dim)
+        result["x"] = contrastive_logits(context, candidates, distractors.positive, distractors.negatives,
+                                         self.cfg.logit_temp, cross_sample=self.cfg.cross_sample_negatives > 0)
+        return result  # result["x"]: (K+1, batch, masked steps)
+
+    def extract_features(self, source: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                         mask: bool = False, layer: int | None = None, **unused: Any) -> dict[str, Any]:
         return self.forward(source, padding_mask, mask=mask, features_only=True, layer=layer)
 
-    def quantize(self, source: torch.Tensor):
+    def quantize(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Quantized vectors and codebook indices of raw audio: ((B, T, D), (B, T, G))."""
         if self.quantizer is None:
             raise ValueError("this model has no quantizer (quantize_targets=false or pretraining modules removed)")
@@ -269,32 +301,40 @@ class W2v2Model(BaseFairseqModel):
         return q.x, q.targets
 
     # ---- criterion contract -----------------------------------------------------------------
-    def get_logits(self, net_output: Dict[str, Any]) -> torch.Tensor:
+    def get_logits(self, net_output: dict[str, Any]) -> torch.Tensor:
         logits = net_output["x"].transpose(0, 2)  # (T, B, K+1)
         return logits.reshape(-1, logits.size(-1))
 
-    def get_targets(self, sample: Dict[str, Any], net_output: Dict[str, Any], expand_steps: bool = True) -> torch.Tensor:
+    def get_targets(self, sample: dict[str, Any], net_output: dict[str, Any], expand_steps: bool = True
+                    ) -> torch.Tensor:
         x = net_output["x"]
         return x.new_zeros(x.size(1) * x.size(2), dtype=torch.long)  # the true target is candidate 0
 
-    def get_extra_losses(self, net_output: Dict[str, Any]) -> List[torch.Tensor]:
-        pen = []
+    def get_extra_losses(self, net_output: dict[str, Any]) -> list[torch.Tensor]:
+        """[L_d (with a quantizer), feature penalty], the order of ``criterion.loss_weights``."""
+        losses = []
         if "prob_perplexity" in net_output:
-            pen.append((net_output["num_vars"] - net_output["prob_perplexity"]) / net_output["num_vars"])
+            losses.append(compute_diversity_loss(net_output["num_vars"], net_output["prob_perplexity"]))
         if "features_pen" in net_output:
-            pen.append(net_output["features_pen"])
-        return pen
+            losses.append(net_output["features_pen"])
+        return losses
 
-    def remove_pretraining_modules(self, last_layer: Optional[int] = None) -> None:
+    def remove_pretraining_modules(self, last_layer: int | None = None) -> None:
         self.quantizer = None
         self.target_projection = None
         self.target_glu = None
         self.context_projection = None
         if last_layer is not None:
-            self.encoder.layers = nn.ModuleList(l for i, l in enumerate(self.encoder.layers) if i <= last_layer)
+            self.encoder.layers = nn.ModuleList(
+                layer for i, layer in enumerate(self.encoder.layers) if i <= last_layer)
 
 
-def _as_bool(mask, device: torch.device) -> torch.Tensor:
+def _masked_steps(x: torch.Tensor, mask_indices: torch.Tensor) -> torch.Tensor:
+    """(batch, frame, dim) -> (batch, masked steps, dim); rows mask equally many steps."""
+    return x[mask_indices].view(x.size(0), -1, x.size(-1))
+
+
+def _as_bool(mask: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
     if isinstance(mask, np.ndarray):
         mask = torch.from_numpy(mask)
     return mask.to(device=device, dtype=torch.bool)
