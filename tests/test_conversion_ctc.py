@@ -9,24 +9,23 @@ log-probabilities <= 1e-4 in fp32, eval mode.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-
-from conftest import padded_audio_batch as audio
 from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
 from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
 from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig, Wav2VecCtc
+from helpers import padded_audio_batch as audio
 from omegaconf import OmegaConf
 
 import w2v2_plugin  # noqa: F401  (registers w2v2_finetuning / w2v2_ctc)
-from w2v2_plugin.conversion import CheckpointError
-from w2v2_plugin.conversion_ctc import convert_wav2vec_ctc_file
-from w2v2_plugin.models.ctc import PretrainedModelError, W2v2Ctc, W2v2CtcConfig
+from w2v2_plugin.interop.checkpoint_io import CheckpointError
+from w2v2_plugin.interop.fairseq_ctc import convert_wav2vec_ctc_file
+from w2v2_plugin.interop.pretrained import PretrainedModelError
+from w2v2_plugin.models.ctc import W2v2Ctc, W2v2CtcConfig
 
 TOL = 1e-4
 TINY = dict(conv_feature_layers="[(32, 10, 5)] + [(32, 3, 2)] * 2 + [(32, 2, 2)]",

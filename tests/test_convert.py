@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from conftest import write_tone
+from helpers import write_tone
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = str(ROOT / "w2v2_plugin")

@@ -8,8 +8,10 @@ import pytest
 import torch
 from test_conversion_ctc import audio, letter_dictionary, log_probs, maxdiff, save_fairseq_wav2vec2
 
-from w2v2_plugin.conversion import convert_wav2vec2_checkpoint, load_checkpoint_file, save_checkpoint_atomic
-from w2v2_plugin.models.ctc import PretrainedModelError, W2v2Ctc, W2v2CtcConfig
+from w2v2_plugin.interop.checkpoint_io import load_checkpoint_file, save_checkpoint_atomic
+from w2v2_plugin.interop.fairseq_wav2vec2 import convert_wav2vec2_checkpoint
+from w2v2_plugin.interop.pretrained import PretrainedModelError
+from w2v2_plugin.models.ctc import W2v2Ctc, W2v2CtcConfig
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from pretraining_corpus import CONFIG_DIR, FAST, USER_DIR, corpus, env, records  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow

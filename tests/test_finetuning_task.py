@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_tone
+from helpers import write_tone
 
 from w2v2_plugin.data.labels import LabelError, dictionary_from_state, dictionary_to_state
 from w2v2_plugin.tasks.finetuning import W2v2FinetuningConfig, W2v2FinetuningTask

@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_conversion_ctc import audio, letter_dictionary, save_fairseq_wav2vec2
 
-from w2v2_plugin.hf_export import HfExportError, export_to_hf, hf_vocab
+from w2v2_plugin.interop.hf_export import HfExportError, export_to_hf, hf_vocab
 from w2v2_plugin.models.ctc import W2v2Ctc, W2v2CtcConfig
 
 transformers = pytest.importorskip("transformers")

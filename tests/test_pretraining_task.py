@@ -11,8 +11,8 @@ import soundfile as sf
 from fairseq.data import SubsampleDataset
 from fairseq.tasks import TASK_REGISTRY
 from fairseq.tasks.audio_pretraining import AudioPretrainingConfig
+from helpers import write_tone
 
-from conftest import write_tone
 from w2v2_plugin.data.manifest import ManifestError
 from w2v2_plugin.data.raw_audio import FileAudioDataset
 from w2v2_plugin.tasks.pretraining import W2v2PretrainingConfig, W2v2PretrainingTask

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import write_tone
 
-from conftest import write_tone
 from w2v2_plugin.data.raw_audio import FileAudioDataset
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+from helpers import write_tone
 
-from conftest import write_tone
 from w2v2_plugin.data.manifest import ManifestError, check_audio_files, read_manifest
 from w2v2_plugin.data.raw_audio import FileAudioDataset
 

@@ -21,17 +21,21 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import write_tone
-from test_conversion_ctc import (LETTERS, fairseq_ctc, letter_dictionary, save_fairseq_ctc,
-                                 save_fairseq_wav2vec2)
+from helpers import write_tone
+from test_conversion_ctc import LETTERS, fairseq_ctc, letter_dictionary, save_fairseq_ctc, save_fairseq_wav2vec2
 
 import w2v2_plugin  # noqa: F401
-from w2v2_plugin.checkpoint_io import (SAFE_GLOBAL_NAMES, UnsafeCheckpointError, load_checkpoint_file,
-                                       safe_global_names)
 from w2v2_plugin.cli.convert import main as convert_main
 from w2v2_plugin.cli.infer import main as infer_main
-from w2v2_plugin.conversion_ctc import convert_wav2vec_ctc_file
-from w2v2_plugin.models.ctc import PretrainedModelError, W2v2Ctc, W2v2CtcConfig
+from w2v2_plugin.interop.checkpoint_io import (
+    SAFE_GLOBAL_NAMES,
+    UnsafeCheckpointError,
+    load_checkpoint_file,
+    safe_global_names,
+)
+from w2v2_plugin.interop.fairseq_ctc import convert_wav2vec_ctc_file
+from w2v2_plugin.interop.pretrained import PretrainedModelError
+from w2v2_plugin.models.ctc import W2v2Ctc, W2v2CtcConfig
 
 
 class Payload:
@@ -131,7 +135,7 @@ def test_w2v2_infer_refuses_then_trusts(files: SimpleNamespace, marker: Path, ca
 
 def test_hf_export_refuses(files: SimpleNamespace, marker: Path) -> None:
     pytest.importorskip("transformers")
-    from w2v2_plugin.hf_export import HfExportError, export_to_hf
+    from w2v2_plugin.interop.hf_export import HfExportError, export_to_hf
 
     with pytest.raises(HfExportError, match="posix.system"):
         export_to_hf(str(files.bad_plugin_ctc), None, str(files.tmp / "hf_refused"))

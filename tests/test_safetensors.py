@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from test_conversion_ctc import fairseq_ctc, letter_dictionary, save_fairseq_ctc, save_fairseq_wav2vec2
 
 from w2v2_plugin.cli.convert import main as convert_main
-from w2v2_plugin.conversion import safetensors_path, save_safetensors_atomic
+from w2v2_plugin.interop.checkpoint_io import safetensors_path, save_safetensors_atomic
 
 
 def assert_same_tensors(a: dict, b: dict) -> None:

@@ -12,7 +12,7 @@
 The output loads with ``fairseq.checkpoint_utils.load_model_ensemble_and_task([OUT],
 arg_overrides={"user_dir": <path to w2v2_plugin>})`` and with torch's default
 ``weights_only=True``: it holds plain data only. The input is read without running code from
-it (:mod:`w2v2_plugin.checkpoint_io`: ``weights_only=True`` admitting only the classes fairseq's
+it (:mod:`w2v2_plugin.interop.checkpoint_io`: ``weights_only=True`` admitting only the classes fairseq's
 own files pickle); a file that needs more is refused unless ``--trust-checkpoint`` is given.
 """
 from __future__ import annotations
@@ -20,35 +20,37 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Dict, List, Mapping, Optional
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from ..conversion import (
+from ..interop.checkpoint_io import (
     CheckpointError,
     checkpoint_model_cfg,
-    convert_wav2vec2_checkpoint,
     load_checkpoint_file,
     safetensors_path,
     save_checkpoint_atomic,
     save_safetensors_atomic,
 )
+from ..interop.fairseq_ctc import convert_wav2vec_ctc_checkpoint
+from ..interop.fairseq_wav2vec2 import convert_wav2vec2_checkpoint
+from ..interop.hf_export import export_to_hf
 
 TRUST_OPT_IN = "pass --trust-checkpoint"
 
 # model name found in the input checkpoint -> converter returning the output checkpoint dict
-Converter = Callable[[Mapping[str, Any], argparse.Namespace], Dict[str, Any]]
+Converter = Callable[[Mapping[str, Any], argparse.Namespace], dict[str, Any]]
 
 
-def _convert_pretraining(state: Mapping[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
+def _convert_pretraining(state: Mapping[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     return convert_wav2vec2_checkpoint(state)
 
 
-def _convert_ctc(state: Mapping[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
-    from ..conversion_ctc import convert_wav2vec_ctc_checkpoint
-
+def _convert_ctc(state: Mapping[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     return convert_wav2vec_ctc_checkpoint(state, getattr(args, "dict", None))
 
 
-CONVERTERS: Dict[str, Converter] = {
+CONVERTERS: dict[str, Converter] = {
     "wav2vec2": _convert_pretraining,
     "wav2vec_ctc": _convert_ctc,
 }
@@ -82,12 +84,8 @@ def detect_model(state: Mapping[str, Any]) -> str:
     return str(name) if name is not None else "wav2vec2"
 
 
-def _export_hf(args: argparse.Namespace, name: str, out: Optional[Dict[str, Any]]) -> str:
+def _export_hf(args: argparse.Namespace, name: str, out: dict[str, Any] | None) -> str:
     """--to-hf: export a w2v2_ctc checkpoint (the input, or the converted output) to OUT_DIR."""
-    import tempfile
-
-    from ..hf_export import export_to_hf
-
     if name not in ("wav2vec_ctc", "w2v2_ctc"):
         raise CheckpointError(f"{args.input}: --to-hf exports fine-tuned CTC models; this is a "
                               f"{name!r} checkpoint")
@@ -107,7 +105,7 @@ def _export_hf(args: argparse.Namespace, name: str, out: Optional[Dict[str, Any]
             f"{res.layers} layers, vocab {res.vocab_size}, {res.parameters / 1e6:.2f}M parameters]")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.output is None and args.to_hf is None:

@@ -7,7 +7,8 @@ Format (fairseq's, produced by ``w2v2-manifest`` or fairseq's ``wav2vec_manifest
     speaker1/utt2.flac<TAB>98080
 
 Everything that can go wrong with a manifest is found here, *before* training starts, and
-reported as one line ``MANIFEST:LINE: what is wrong; what to do`` (a :class:`ManifestError`).
+reported as one line ``MANIFEST:LINE: what is wrong; what to do`` (a :class:`ManifestError`,
+the manifest tool's own: :mod:`w2v2_manifests.errors`).
 The audio check reads file headers only (``soundfile.info``), in a thread pool because the
 cost is file-system latency, not CPU (libsndfile releases the GIL).
 """
@@ -16,20 +17,23 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Optional, Sequence
+from typing import NamedTuple
 
 import soundfile as sf
+
+from w2v2_manifests.errors import ManifestError
+
+from ..distributed import is_main_process
+
+__all__ = ["AudioCheckSummary", "Manifest", "ManifestEntry", "ManifestError", "check_audio_files", "read_manifest"]
 
 logger = logging.getLogger(__name__)
 
 # Below this many files the check finishes in well under a second: no progress bar.
 _PROGRESS_MIN_FILES = 5000
-
-
-class ManifestError(ValueError):
-    """A bad manifest or a bad audio file it names; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ def read_manifest(path: str) -> Manifest:
             f"(line 1 the audio root, then PATH<TAB>NUM_SAMPLES per utterance)"
         )
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             lines = f.read().split("\n")
     except UnicodeDecodeError as e:
         raise ManifestError(f"{path}: not a UTF-8 text file ({e}); is this really a .tsv manifest?") from None
@@ -127,7 +131,7 @@ def read_manifest(path: str) -> Manifest:
     return Manifest(path=path, root=root, entries=tuple(entries))
 
 
-def _probe(audio_path: str, expected_frames: int, sample_rate: int) -> Optional[str]:
+def _probe(audio_path: str, expected_frames: int, sample_rate: int) -> str | None:
     """Return what is wrong with one audio file (header only), or None if it is fine."""
     if not os.path.isfile(audio_path):
         return f"audio file {audio_path} does not exist; fix the path or line 1 (the root)"
@@ -160,21 +164,11 @@ def _default_threads() -> int:
     return min(32, 4 * (os.cpu_count() or 1))
 
 
-def _show_progress() -> bool:
-    """Only rank 0 of a distributed job draws the progress bar."""
-    try:
-        import torch.distributed as dist
-
-        return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
-    except Exception:  # pragma: no cover - torch always present in this package
-        return True
-
-
 def check_audio_files(
     manifest: Manifest,
     sample_rate: int,
-    entries: Optional[Sequence[ManifestEntry]] = None,
-    num_threads: Optional[int] = None,
+    entries: Sequence[ManifestEntry] | None = None,
+    num_threads: int | None = None,
 ) -> AudioCheckSummary:
     """Check that every audio file exists, opens, has ``sample_rate`` and the stated length.
 
@@ -185,10 +179,10 @@ def check_audio_files(
     threads = max(1, num_threads or _default_threads())
     start = time.perf_counter()
 
-    def probe(entry: ManifestEntry) -> Optional[str]:
+    def probe(entry: ManifestEntry) -> str | None:
         return _probe(manifest.audio_path(entry), entry.frames, sample_rate)
 
-    problems: Iterable[Optional[str]]
+    problems: Iterable[str | None]
     if len(todo) < 64 or threads == 1:
         problems = map(probe, todo)
         results = list(problems)
@@ -196,13 +190,13 @@ def check_audio_files(
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="w2v2-audio-check") as pool:
             # chunksize keeps the scheduling overhead small for 100k+ files
             problems = pool.map(probe, todo, chunksize=64)
-            if len(todo) >= _PROGRESS_MIN_FILES and _show_progress():
+            if len(todo) >= _PROGRESS_MIN_FILES and is_main_process():
                 from tqdm import tqdm
 
                 problems = tqdm(problems, total=len(todo), desc=f"checking {os.path.basename(manifest.path)}",
                                 unit="file", mininterval=1.0)
             results = list(problems)
-    bad = [(entry, msg) for entry, msg in zip(todo, results) if msg is not None]
+    bad = [(entry, msg) for entry, msg in zip(todo, results, strict=True) if msg is not None]
     if bad:
         entry, msg = bad[0]
         more = ""

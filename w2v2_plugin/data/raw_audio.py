@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from fairseq.data import FairseqDataset
 from fairseq.data.text_compressor import TextCompressionLevel, TextCompressor
 
-from .manifest import Manifest, ManifestError, check_audio_files, read_manifest
+from w2v2_manifests.errors import ManifestError
+
+from .manifest import Manifest, check_audio_files, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +40,8 @@ class RawAudioDataset(FairseqDataset):
     def __init__(
         self,
         sample_rate: int,
-        max_sample_size: Optional[int] = None,
-        min_sample_size: Optional[int] = None,
+        max_sample_size: int | None = None,
+        min_sample_size: int | None = None,
         shuffle: bool = True,
         pad: bool = False,
         normalize: bool = False,
@@ -99,12 +101,12 @@ class RawAudioDataset(FairseqDataset):
 
         collated = sources[0].new_zeros(len(sources), target_size)  # (batch, samples)
         padding_mask = torch.zeros(collated.shape, dtype=torch.bool) if self.pad else None
-        for i, (source, size) in enumerate(zip(sources, sizes)):
+        for i, (source, size) in enumerate(zip(sources, sizes, strict=True)):
             diff = size - target_size
             if diff == 0:
                 collated[i] = source
             elif diff < 0:
-                assert padding_mask is not None  # only reachable with pad=True
+                assert padding_mask is not None  # noqa: S101 - only reachable with pad=True
                 collated[i, :size] = source
                 padding_mask[i, size:] = True
             else:
@@ -118,6 +120,8 @@ class RawAudioDataset(FairseqDataset):
             bucket = max(int(self._bucketed_sizes[s["id"]]) for s in samples)
             num_pad = bucket - collated.size(-1)
             if num_pad > 0:
+                if padding_mask is None:
+                    raise AssertionError("set_bucket_info refuses buckets without pad, so there is a padding mask")
                 net_input["source"] = F.pad(collated, (0, num_pad), value=0.0)
                 net_input["padding_mask"] = F.pad(padding_mask, (0, num_pad), value=True)
         return {"id": torch.LongTensor([s["id"] for s in samples]), "net_input": net_input}
@@ -133,8 +137,8 @@ class RawAudioDataset(FairseqDataset):
     def batch_by_size(
         self,
         indices: np.ndarray,
-        max_tokens: Optional[int] = None,
-        max_sentences: Optional[int] = None,
+        max_tokens: int | None = None,
+        max_sentences: int | None = None,
         required_batch_size_multiple: int = 1,
     ) -> list[np.ndarray]:
         """fairseq's batching, minus its silent drop of the last batch.
@@ -194,15 +198,15 @@ class FileAudioDataset(RawAudioDataset):
         self,
         manifest_path: str,
         sample_rate: int,
-        max_sample_size: Optional[int] = None,
-        min_sample_size: Optional[int] = None,
+        max_sample_size: int | None = None,
+        min_sample_size: int | None = None,
         shuffle: bool = True,
         pad: bool = False,
         normalize: bool = False,
         num_buckets: int = 0,
         text_compression_level: TextCompressionLevel = TextCompressionLevel.none,
         check_audio: bool = True,
-        check_threads: Optional[int] = None,
+        check_threads: int | None = None,
     ) -> None:
         super().__init__(
             sample_rate=sample_rate,
@@ -253,7 +257,7 @@ class FileAudioDataset(RawAudioDataset):
     def __getitem__(self, index: int) -> Sample:
         path = os.path.join(self.root_dir, self.text_compressor.decompress(self.fnames[index]))
         wav = None
-        last_error: Optional[Exception] = None
+        last_error: Exception | None = None
         for attempt in range(3):
             # network file systems fail transiently; fairseq retries the same way
             try:

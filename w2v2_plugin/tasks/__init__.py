@@ -1,3 +1,5 @@
 """Importing this subpackage registers its contents with fairseq."""
-from . import pretraining  # noqa: F401,E402
-from . import finetuning  # noqa: F401  (task w2v2_finetuning)
+from . import (
+    finetuning,  # noqa: F401  (task w2v2_finetuning)
+    pretraining,  # noqa: F401,E402
+)

@@ -13,8 +13,10 @@ fine-tuning yamls run after changing ``_name``), with three differences that mat
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+from argparse import Namespace
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -25,14 +27,20 @@ from fairseq.dataclass.configs import GenerationConfig
 from fairseq.tasks import register_task
 from fairseq.tasks.audio_finetuning import AudioFinetuningTask
 
-from ..data.labels import (LabelEncoder, LabelError, SentencePieceUnits, dictionary_from_state,
-                           dictionary_to_state, label_len, load_dictionary, load_labels)
+from ..data.labels import (
+    LabelEncoder,
+    LabelError,
+    SentencePieceUnits,
+    dictionary_from_state,
+    dictionary_to_state,
+    label_len,
+    load_dictionary,
+    load_labels,
+)
+from ..interop.checkpoint_io import DICTIONARY_STATE_KEY
 from .pretraining import W2v2PretrainingConfig, W2v2PretrainingTask
 
 logger = logging.getLogger(__name__)
-
-# Key under which a Dictionary's plain-data form is stored in the task state.
-_DICT_MARKER = "__fairseq_dictionary__"
 
 
 @dataclass
@@ -121,15 +129,15 @@ class W2v2FinetuningTask(W2v2PretrainingTask):
         out: dict[str, Any] = {}
         for key, value in super().state_dict().items():
             if isinstance(value, Dictionary):
-                value = {_DICT_MARKER: dictionary_to_state(value)}
+                value = {DICTIONARY_STATE_KEY: dictionary_to_state(value)}
             out[key] = value
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         restored = {}
         for key, value in state_dict.items():
-            if isinstance(value, dict) and _DICT_MARKER in value:
-                value = dictionary_from_state(value[_DICT_MARKER])
+            if isinstance(value, dict) and DICTIONARY_STATE_KEY in value:
+                value = dictionary_from_state(value[DICTIONARY_STATE_KEY])
             restored[key] = value
         super().load_state_dict(restored)
 
@@ -155,11 +163,14 @@ class W2v2FinetuningTask(W2v2PretrainingTask):
         # fairseq's AddTargetDataset stores labels through a TextCompressor (bytes)
         level = getattr(TextCompressionLevel, str(getattr(task_cfg, "text_compression_level", "none")))
         compressor = TextCompressor(level=level)
+        dictionary = self.target_dictionary
+        if dictionary is None:  # load_target_dictionary makes one whenever labels are set
+            raise AssertionError("fine-tuning with labels has a target dictionary")
         return AddTargetDataset(
             dataset,
             [compressor.compress(line) for line in lines],
-            pad=self.target_dictionary.pad(),
-            eos=self.target_dictionary.eos(),
+            pad=dictionary.pad(),
+            eos=dictionary.eos(),
             batch_targets=True,
             process_label=LabelEncoder(self.target_dictionary),
             label_len_fn=label_len,
@@ -188,9 +199,6 @@ class W2v2FinetuningTask(W2v2PretrainingTask):
         model = super().build_model(model_cfg, from_checkpoint)
         if self.cfg.autoregressive and (self.cfg.eval_wer or self.cfg.eval_bleu):
             if self.cfg.eval_bleu:
-                import json
-                from argparse import Namespace
-
                 detok_args = json.loads(self.cfg.eval_bleu_detok_args)
                 self.tokenizer = encoders.build_tokenizer(
                     Namespace(tokenizer=self.cfg.eval_bleu_detok, **detok_args))

@@ -21,13 +21,14 @@ from argparse import Namespace
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import torch
 from fairseq.data import FairseqDataset, SubsampleDataset
 from fairseq.data.text_compressor import TextCompressionLevel
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
-import torch
 
+from ..config_access import config_value
 from ..data.raw_audio import FileAudioDataset
 from ..precision import PrecisionError, check_precision, step_autocast
 
@@ -97,7 +98,7 @@ class W2v2PretrainingConfig(FairseqDataclass):
         metadata={"help": "wav2vec 2.0 masking arguments used to pre-compute masks (fairseq TPU path)"},
     )
     tpu: bool = II("common.tpu")
-    text_compression_level: ChoiceEnum([x.name for x in TextCompressionLevel]) = field(  # type: ignore[valid-type]
+    text_compression_level: ChoiceEnum([x.name for x in TextCompressionLevel]) = field(  # type: ignore[valid-type]  # reason: fairseq's ChoiceEnum is a runtime-made Enum
         default="none",
         metadata={"help": "compression level for texts (e.g. audio filenames, target texts): "
                           "none/low/high (default: none). "},
@@ -132,15 +133,6 @@ class W2v2PretrainingConfig(FairseqDataclass):
     )
 
 
-def _cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
-    """Read a field from a dataclass, DictConfig or legacy Namespace config alike."""
-    try:
-        value = getattr(cfg, key)
-    except Exception:  # omegaconf raises on keys missing from struct configs
-        return default
-    return default if value is None and default is not None else value
-
-
 @register_task("w2v2_pretraining", dataclass=W2v2PretrainingConfig)
 class W2v2PretrainingTask(FairseqTask):
     """Raw-audio pretraining: one ``FileAudioDataset`` per split, read from ``{data}/{split}.tsv``."""
@@ -150,20 +142,20 @@ class W2v2PretrainingTask(FairseqTask):
     @classmethod
     def setup_task(cls, cfg: W2v2PretrainingConfig, **kwargs: Any) -> "W2v2PretrainingTask":
         cls.check_unsupported(cfg)
-        check_precision(str(_cfg_get(cfg, "precision", "fp32")))
+        check_precision(str(config_value(cfg, "precision", "fp32")))
         return cls(cfg)
 
     @staticmethod
     def check_unsupported(cfg: Any) -> None:
         """Refuse fairseq options that only data2vec / TPU code paths implement."""
         problems = []
-        if _cfg_get(cfg, "binarized_dataset", False):
+        if config_value(cfg, "binarized_dataset", False):
             problems.append("task.binarized_dataset=true (use .tsv manifests, e.g. from `w2v2-manifest`)")
-        if _cfg_get(cfg, "multi_corpus_keys") is not None:
+        if config_value(cfg, "multi_corpus_keys") is not None:
             problems.append("task.multi_corpus_keys (a data2vec option; wav2vec 2.0 models take no corpus key)")
-        if _cfg_get(cfg, "precompute_mask_config") is not None:
+        if config_value(cfg, "precompute_mask_config") is not None:
             problems.append("task.precompute_mask_config (a data2vec option)")
-        if _cfg_get(cfg, "precompute_mask_indices", False) or _cfg_get(cfg, "tpu", False):
+        if config_value(cfg, "precompute_mask_indices", False) or config_value(cfg, "tpu", False):
             problems.append("task.precompute_mask_indices / common.tpu (the TPU path; masks are computed by the model)")
         if problems:
             raise ValueError("w2v2_pretraining does not support " + "; ".join(problems) + ": remove it from the config")
@@ -174,18 +166,18 @@ class W2v2PretrainingTask(FairseqTask):
 
     def build_audio_dataset(self, split: str, task_cfg: Any) -> FileAudioDataset:
         """The audio of one split; padding is on for labelled data or ``enable_padding``."""
-        compression = getattr(TextCompressionLevel, str(_cfg_get(task_cfg, "text_compression_level", "none")))
+        compression = getattr(TextCompressionLevel, str(config_value(task_cfg, "text_compression_level", "none")))
         return FileAudioDataset(
             manifest_path=self.manifest_path(split, task_cfg),
-            sample_rate=_cfg_get(task_cfg, "sample_rate", self.cfg.sample_rate),
+            sample_rate=config_value(task_cfg, "sample_rate", self.cfg.sample_rate),
             max_sample_size=self.cfg.max_sample_size,
             min_sample_size=self.cfg.min_sample_size,
-            pad=_cfg_get(task_cfg, "labels") is not None or bool(_cfg_get(task_cfg, "enable_padding", False)),
-            normalize=bool(_cfg_get(task_cfg, "normalize", False)),
+            pad=config_value(task_cfg, "labels") is not None or bool(config_value(task_cfg, "enable_padding", False)),
+            normalize=bool(config_value(task_cfg, "normalize", False)),
             num_buckets=self.cfg.num_batch_buckets,
             text_compression_level=compression,
-            check_audio=bool(_cfg_get(self.cfg, "check_audio", True)),
-            check_threads=int(_cfg_get(self.cfg, "check_audio_threads", 0)) or None,
+            check_audio=bool(config_value(self.cfg, "check_audio", True)),
+            check_threads=int(config_value(self.cfg, "check_audio_threads", 0)) or None,
         )
 
     def wrap_dataset(self, split: str, dataset: FileAudioDataset, task_cfg: Any) -> FairseqDataset:
@@ -194,7 +186,7 @@ class W2v2PretrainingTask(FairseqTask):
 
     # -- precision -----------------------------------------------------------------------
     def _precision(self) -> str:
-        return str(_cfg_get(self.cfg, "precision", "fp32"))
+        return str(config_value(self.cfg, "precision", "fp32"))
 
     def _step_autocast(self, model: Any):
         """The context of a step's forward pass under ``task.precision=bf16``."""
@@ -230,21 +222,21 @@ class W2v2PretrainingTask(FairseqTask):
         return loss, sample_size, logging_output
 
     # -- fairseq API ---------------------------------------------------------------------
-    def load_dataset(self, split: str, task_cfg: Optional[FairseqDataclass] = None, **kwargs: Any) -> None:
+    def load_dataset(self, split: str, task_cfg: FairseqDataclass | None = None, **kwargs: Any) -> None:
         task_cfg = task_cfg or self.cfg
         if isinstance(task_cfg, Namespace) and not hasattr(task_cfg, "autoregressive"):
             # legacy (argparse) configs of fine-tuned checkpoints, as fairseq upgrades them
             task_cfg.autoregressive = not getattr(task_cfg, "criterion", None) == "ctc"
         self.check_unsupported(task_cfg)
         dataset = self.wrap_dataset(split, self.build_audio_dataset(split, task_cfg), task_cfg)
-        subsample = float(_cfg_get(task_cfg, "subsample", 1) or 1)
+        subsample = float(config_value(task_cfg, "subsample", 1) or 1)
         if subsample < 1:
-            dataset = SubsampleDataset(dataset, subsample, shuffle=True, seed=_cfg_get(task_cfg, "seed", 1))
+            dataset = SubsampleDataset(dataset, subsample, shuffle=True, seed=config_value(task_cfg, "seed", 1))
         self.datasets[split] = dataset
 
     def post_save(self, cp_path: str, num_updates: int) -> None:
         """fairseq's train loop calls this after saving: hand a frozen copy to an eval script."""
-        script = _cfg_get(self.cfg, "post_save_script")
+        script = config_value(self.cfg, "post_save_script")
         if script is None:
             return
         eval_path = os.path.join(os.path.dirname(cp_path), f"checkpoint_eval_{num_updates}.pt")
@@ -252,13 +244,13 @@ class W2v2PretrainingTask(FairseqTask):
         shutil.copyfile(cp_path, tmp)
         os.replace(tmp, eval_path)  # never leave a half-copied checkpoint for the script
         logger.info(f"launching post_save_script: {script} {eval_path}")
-        subprocess.call(shlex.split(script) + [eval_path])
+        subprocess.call(shlex.split(script) + [eval_path])  # noqa: S603 - the user's own configured command
 
     def max_positions(self) -> tuple[int, int]:
         """Long utterances are cropped, never filtered, so there is no length limit."""
         return sys.maxsize, sys.maxsize
 
-    def build_model(self, model_cfg: FairseqDataclass, from_checkpoint: bool = False):  # type: ignore[override]
+    def build_model(self, model_cfg: FairseqDataclass, from_checkpoint: bool = False):
         model = super().build_model(model_cfg, from_checkpoint)
         # fine-tuning wrappers resolve the pretrained model's config (w2v_args) while being
         # built; store it back so that the saved checkpoint is self-contained (as fairseq)

@@ -15,19 +15,29 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-from typing import Any, Dict, NamedTuple, Optional, Union
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import torch
 from fairseq.data import Dictionary
 
-from .checkpoint_io import DEFAULT_OPT_IN, UnsafeCheckpointError, load_model_ensemble_and_task
+from w2v2_common.errors import W2v2Error
 from w2v2_common.fileio import mkdtemp, plain_file_mode
-from .models.config import parse_conv_layers
+
+from .checkpoint_io import DEFAULT_OPT_IN, UnsafeCheckpointError, load_model_ensemble_and_task
+from .fairseq_wav2vec2 import Rules, rename_key, split_fused_qkv
+
+if TYPE_CHECKING:
+    from ..models.ctc import W2v2Ctc
+
+ModelOrCheckpoint = str | os.PathLike[str] | torch.nn.Module
+# (channels, kernel, stride) of each feature-encoder conv layer, as the model was built
+ConvLayers = Sequence[tuple[int, int, int]]
 
 
-class HfExportError(ValueError):
+class HfExportError(W2v2Error, ValueError):
     """The model cannot be exported (or transformers is missing); the message says why."""
 
 
@@ -47,9 +57,14 @@ def _require_transformers():
     return transformers
 
 
-def hf_config_dict(w2v_cfg: Any, ctc_cfg: Any, vocab_size: int) -> Dict[str, Any]:
-    """transformers ``Wav2Vec2Config`` arguments describing the same network."""
-    layers = parse_conv_layers(w2v_cfg.conv_feature_layers)
+def hf_config_dict(w2v_cfg: Any, ctc_cfg: Any, vocab_size: int, conv_layers: ConvLayers) -> dict[str, Any]:
+    """transformers ``Wav2Vec2Config`` arguments describing the same network.
+
+    ``conv_layers`` is the parsed ``w2v_cfg.conv_feature_layers`` as the model was built with it
+    (``W2v2Model.feature_encoder.conv_layers_spec``): taken from the caller, as the parser
+    belongs to the model package, which this one sits below.
+    """
+    layers = list(conv_layers)
     mode = str(w2v_cfg.extractor_mode)
     act = str(w2v_cfg.activation_fn)
     if act not in ("gelu", "relu", "tanh"):
@@ -91,50 +106,52 @@ def hf_config_dict(w2v_cfg: Any, ctc_cfg: Any, vocab_size: int) -> Dict[str, Any
     )
 
 
-_RULES = [
+PLUGIN_TO_HF: Rules = [
     (r"feature_encoder\.conv_layers\.(\d+)\.conv\.(weight|bias)", r"wav2vec2.feature_extractor.conv_layers.\1.conv.\2"),
-    (r"feature_encoder\.conv_layers\.(\d+)\.norm\.(weight|bias)", r"wav2vec2.feature_extractor.conv_layers.\1.layer_norm.\2"),
+    (r"feature_encoder\.conv_layers\.(\d+)\.norm\.(weight|bias)",
+     r"wav2vec2.feature_extractor.conv_layers.\1.layer_norm.\2"),
     (r"feature_norm\.(weight|bias)", r"wav2vec2.feature_projection.layer_norm.\1"),
     (r"feature_projection\.(weight|bias)", r"wav2vec2.feature_projection.projection.\1"),
     (r"mask_embedding", r"wav2vec2.masked_spec_embed"),
     (r"encoder\.pos_conv\.conv\.(.+)", r"wav2vec2.encoder.pos_conv_embed.conv.\1"),
     (r"encoder\.layer_norm\.(weight|bias)", r"wav2vec2.encoder.layer_norm.\1"),
-    (r"encoder\.layers\.(\d+)\.attention\.out_proj\.(weight|bias)", r"wav2vec2.encoder.layers.\1.attention.out_proj.\2"),
+    (r"encoder\.layers\.(\d+)\.attention\.out_proj\.(weight|bias)",
+     r"wav2vec2.encoder.layers.\1.attention.out_proj.\2"),
     (r"encoder\.layers\.(\d+)\.attention_norm\.(weight|bias)", r"wav2vec2.encoder.layers.\1.layer_norm.\2"),
-    (r"encoder\.layers\.(\d+)\.feed_forward\.fc1\.(weight|bias)", r"wav2vec2.encoder.layers.\1.feed_forward.intermediate_dense.\2"),
-    (r"encoder\.layers\.(\d+)\.feed_forward\.fc2\.(weight|bias)", r"wav2vec2.encoder.layers.\1.feed_forward.output_dense.\2"),
+    (r"encoder\.layers\.(\d+)\.feed_forward\.fc1\.(weight|bias)",
+     r"wav2vec2.encoder.layers.\1.feed_forward.intermediate_dense.\2"),
+    (r"encoder\.layers\.(\d+)\.feed_forward\.fc2\.(weight|bias)",
+     r"wav2vec2.encoder.layers.\1.feed_forward.output_dense.\2"),
     (r"encoder\.layers\.(\d+)\.final_norm\.(weight|bias)", r"wav2vec2.encoder.layers.\1.final_layer_norm.\2"),
 ]
-_IN_PROJ = re.compile(r"encoder\.layers\.(\d+)\.attention\.in_proj\.(weight|bias)")
+_HF_QKV_TEMPLATE = "wav2vec2.encoder.layers.{layer}.attention.{proj}_proj.{kind}"
 
 
-def hf_state_dict(model, hf_keys: set[str]) -> Dict[str, torch.Tensor]:
+def hf_state_dict(model: torch.nn.Module, hf_keys: set[str]) -> dict[str, torch.Tensor]:
     """``w2v2_ctc`` weights under transformers' ``Wav2Vec2ForCTC`` names.
 
     Every plugin parameter must map to an HF key that exists, and every HF key must be
     filled: anything else raises (nothing silently dropped or left at its random init).
     """
-    w2v = model.w2v_encoder.w2v_model
-    out: Dict[str, torch.Tensor] = {}
+    ctc = cast("W2v2Ctc", model)  # a w2v2_ctc model: export_to_hf checks its attributes
+    w2v = ctc.w2v_encoder.w2v_model
+    out: dict[str, torch.Tensor] = {}
     for key, value in w2v.state_dict().items():
-        m = _IN_PROJ.fullmatch(key)
-        if m:  # fused (q; k; v) rows -> three projections
-            for name, part in zip("qkv", value.chunk(3, dim=0)):
-                out[f"wav2vec2.encoder.layers.{m.group(1)}.attention.{name}_proj.{m.group(2)}"] = part.clone()
+        parts = split_fused_qkv(key, value, _HF_QKV_TEMPLATE)
+        if parts is not None:
+            out.update((name, part.clone()) for name, part in parts.items())
             continue
-        for pattern, repl in _RULES:
-            if re.fullmatch(pattern, key):
-                out[re.sub(pattern, repl, key)] = value.clone()
-                break
-        else:
+        new = rename_key(key, PLUGIN_TO_HF)
+        if new is None:
             raise HfExportError(f"w2v2 parameter {key!r} has no transformers counterpart")
+        out[new] = value.clone()
     if w2v.feature_projection is None:
         # the plugin skips the projection when dims agree; transformers always has one
         dim = w2v.cfg.encoder_embed_dim
         out["wav2vec2.feature_projection.projection.weight"] = torch.eye(dim)
         out["wav2vec2.feature_projection.projection.bias"] = torch.zeros(dim)
-    out["lm_head.weight"] = model.w2v_encoder.proj.weight.detach().clone()
-    out["lm_head.bias"] = model.w2v_encoder.proj.bias.detach().clone()
+    out["lm_head.weight"] = ctc.w2v_encoder.proj.weight.detach().clone()
+    out["lm_head.bias"] = ctc.w2v_encoder.proj.bias.detach().clone()
     if "wav2vec2.encoder.pos_conv_embed.conv.weight_g" in hf_keys:  # older transformers naming
         for a, b in (("original0", "weight_g"), ("original1", "weight_v")):
             src = f"wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.{a}"
@@ -146,21 +163,20 @@ def hf_state_dict(model, hf_keys: set[str]) -> Dict[str, torch.Tensor]:
     return out
 
 
-def hf_vocab(dictionary: Dictionary) -> Dict[str, int]:
+def hf_vocab(dictionary: Dictionary) -> dict[str, int]:
     vocab = {sym: i for i, sym in enumerate(dictionary.symbols)}
     names = {i: s for s, i in vocab.items()}
     names[0], names[1] = "<pad>", "<s>"  # index 0 is the blank = transformers' pad token
     return {s: i for i, s in sorted(names.items())}
 
 
-def _load(model_or_ckpt: Union[str, os.PathLike, torch.nn.Module], dictionary: Optional[Dictionary],
-          trust: bool = False, opt_in: str = DEFAULT_OPT_IN):
+def _load(model_or_ckpt: ModelOrCheckpoint, dictionary: Dictionary | None,
+          trust: bool = False, opt_in: str = DEFAULT_OPT_IN) -> tuple[torch.nn.Module, Dictionary]:
+    """The model and its dictionary: as given, or loaded from a ``w2v2_ctc`` checkpoint."""
     if isinstance(model_or_ckpt, torch.nn.Module):
         if dictionary is None:
             raise HfExportError("pass the target dictionary with a model object")
         return model_or_ckpt, dictionary
-    import w2v2_plugin  # noqa: F401  (registers the plugin's task and model)
-
     path = str(model_or_ckpt)
     if not os.path.isfile(path):
         raise HfExportError(f"{path}: no such checkpoint")
@@ -174,48 +190,71 @@ def _load(model_or_ckpt: Union[str, os.PathLike, torch.nn.Module], dictionary: O
     return models[0], dictionary if dictionary is not None else task.target_dictionary
 
 
-def export_to_hf(model_or_ckpt: Union[str, os.PathLike, torch.nn.Module], dictionary: Optional[Dictionary],
+def export_to_hf(model_or_ckpt: ModelOrCheckpoint, dictionary: Dictionary | None,
                  out_dir: str, overwrite: bool = False, trust: bool = False,
                  opt_in: str = DEFAULT_OPT_IN) -> HfExportResult:
     """Write a transformers ``Wav2Vec2ForCTC`` directory for a ``w2v2_ctc`` model or checkpoint.
 
     ``dictionary`` may be None for a checkpoint (its own target dictionary is used). The
     directory is assembled beside ``out_dir`` and renamed into place: never half-written.
-    A checkpoint is read by :func:`w2v2_plugin.checkpoint_io.load_checkpoint_file` (no code
-    run from it; ``trust=True`` is the user's opt-in for files that need more).
+    A checkpoint is read by :func:`w2v2_plugin.interop.checkpoint_io.load_checkpoint_file` (no
+    code run from it; ``trust=True`` is the user's opt-in for files that need more).
     """
     transformers = _require_transformers()
     model, dictionary = _load(model_or_ckpt, dictionary, trust, opt_in)
     if not hasattr(model, "w2v_encoder") or not hasattr(model.w2v_encoder, "w2v_model"):
         raise HfExportError(f"{type(model).__name__} is not a w2v2_ctc model")
-    vocab_size = model.w2v_encoder.proj.out_features
+    ctc = cast("W2v2Ctc", model)  # it has a w2v2_ctc model's attributes (checked above)
+    vocab_size = ctc.w2v_encoder.proj.out_features
     if len(dictionary) != vocab_size:
         raise HfExportError(f"dictionary has {len(dictionary)} symbols, the model outputs {vocab_size}")
     if os.path.exists(out_dir) and os.listdir(out_dir) and not overwrite:
         raise HfExportError(f"{out_dir}: exists and is not empty; choose a new directory or remove it")
 
-    w2v = model.w2v_encoder.w2v_model
-    config = transformers.Wav2Vec2Config(**hf_config_dict(w2v.cfg, model.cfg, vocab_size))
+    w2v = ctc.w2v_encoder.w2v_model
+    config = transformers.Wav2Vec2Config(**hf_config_dict(w2v.cfg, ctc.cfg, vocab_size,
+                                                                w2v.feature_encoder.conv_layers_spec))
     hf = transformers.Wav2Vec2ForCTC(config).eval()
     hf.load_state_dict(hf_state_dict(model, set(hf.state_dict())), strict=True)
+    with _directory_in_place(out_dir) as tmp:
+        hf.save_pretrained(tmp)
+        _save_processor(transformers, tmp, dictionary, model.cfg, config)
+    return HfExportResult(out_dir=os.path.abspath(out_dir), vocab_size=vocab_size,
+                          parameters=sum(p.numel() for p in hf.parameters()),
+                          layers=config.num_hidden_layers)
 
+
+def _save_processor(transformers: Any, directory: str, dictionary: Dictionary, ctc_cfg: Any, config: Any) -> None:
+    """The tokenizer (``vocab.json`` ...) and the feature extractor of ``Wav2Vec2Processor``."""
+    vocab_path = os.path.join(directory, "vocab.json")
+    with open(vocab_path, "w", encoding="utf-8") as f:
+        json.dump(hf_vocab(dictionary), f, ensure_ascii=False, indent=1)
+    tokenizer = transformers.Wav2Vec2CTCTokenizer(
+        vocab_path, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",  # noqa: S106 - tokens
+        word_delimiter_token="|" if "|" in dictionary.indices else None)
+    tokenizer.save_pretrained(directory)
+    normalize = bool((getattr(ctc_cfg, "w2v_args", None) or {}).get("task", {}).get("normalize", False))
+    transformers.Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=normalize,
+        return_attention_mask=config.feat_extract_norm == "layer").save_pretrained(directory)
+
+
+@contextmanager
+def _directory_in_place(out_dir: str) -> Iterator[str]:
+    """A temporary directory beside ``out_dir`` that replaces it when the block ends without an
+    exception; on an exception it is removed and ``out_dir`` is left as it was.
+
+    The directory form of :func:`w2v2_common.fileio.atomic_path`, which renames a single file
+    and gives it a file's mode; its ``mkdtemp`` gives the directory the umask's usual mode
+    (not 0700), and the files in it get :func:`~w2v2_common.fileio.plain_file_mode` as that
+    writer gives its file (``save_pretrained`` writes ``model.safetensors`` 0600).
+    """
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
-    tmp = mkdtemp(prefix=".hf-export-", dir=parent)  # the umask's usual mode, not mkdtemp's 0700
+    tmp = mkdtemp(prefix=".hf-export-", dir=parent)
     try:
-        hf.save_pretrained(tmp)
-        vocab_path = os.path.join(tmp, "vocab.json")
-        with open(vocab_path, "w", encoding="utf-8") as f:
-            json.dump(hf_vocab(dictionary), f, ensure_ascii=False, indent=1)
-        tokenizer = transformers.Wav2Vec2CTCTokenizer(
-            vocab_path, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-            word_delimiter_token="|" if "|" in dictionary.indices else None)
-        tokenizer.save_pretrained(tmp)
-        normalize = bool((getattr(model.cfg, "w2v_args", None) or {}).get("task", {}).get("normalize", False))
-        transformers.Wav2Vec2FeatureExtractor(
-            feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=normalize,
-            return_attention_mask=config.feat_extract_norm == "layer").save_pretrained(tmp)
-        for name in os.listdir(tmp):  # safetensors writes model.safetensors 0600
+        yield tmp
+        for name in os.listdir(tmp):
             if os.path.isfile(os.path.join(tmp, name)):
                 os.chmod(os.path.join(tmp, name), plain_file_mode())
         if os.path.exists(out_dir):
@@ -224,6 +263,3 @@ def export_to_hf(model_or_ckpt: Union[str, os.PathLike, torch.nn.Module], dictio
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return HfExportResult(out_dir=os.path.abspath(out_dir), vocab_size=vocab_size,
-                          parameters=sum(p.numel() for p in hf.parameters()),
-                          layers=config.num_hidden_layers)
