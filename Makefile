@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH ?= torch==2.13.0
 
-.PHONY: env sysdeps kenlm demo demo-quick test bench-decoder
+.PHONY: env sysdeps kenlm demo demo-quick test lint bench-decoder
 
 # System packages: espeak-ng and sox synthesize the demo/test corpora.
 sysdeps:
@@ -19,7 +19,7 @@ $(VENV)/.installed: setup.cfg requirements-fairseq.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q --no-deps -r requirements-fairseq.txt
-	$(PIP) install -q -e '.[test,hf,plot,tb,lhotse]'
+	$(PIP) install -q -e '.[test,lint,hf,plot,tb,lhotse]'
 	@touch $@
 
 env: sysdeps $(VENV)/.installed
@@ -35,6 +35,11 @@ demo-quick: env kenlm
 
 test: env kenlm
 	$(VENV)/bin/python -m pytest -q -x tests
+
+# ruff (ruff.toml) and mypy (mypy.ini) over the repository; CI runs this before the tests.
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench-decoder: env kenlm
 	bash benchmarks/setup_pyctcdecode_env.sh

@@ -62,7 +62,7 @@ def run_peer(work: Path, split: str, settings: list[tuple[float, float]], beam: 
 def wer(hyps: list[str], refs: list[str]) -> float:
     from w2v2_plugin.decoding.metrics import count_errors, rates, total
 
-    return rates(total(count_errors(h, r) for h, r in zip(hyps, refs)))[0]
+    return rates(total(count_errors(h, r) for h, r in zip(hyps, refs, strict=True)))[0]
 
 
 def ours(ems: list[np.ndarray], units, lm, beam: int, lm_weight: float, word_score: float,
@@ -113,9 +113,9 @@ def main() -> None:
         sys.exit(f"{args.peer_python}: no pyctcdecode venv; run: bash benchmarks/setup_pyctcdecode_env.sh")
 
     sys.path.insert(0, str(ROOT))
+    from testing_support.synthetic import confusable, make_language
     from w2v2_plugin.decoding import DecoderConfig, UnitDictionary, build_decoder
-    from w2v2_plugin.decoding.lm_build import LMBuildConfig, build_lm
-    from w2v2_plugin.decoding.synthetic import confusable, make_language
+    from w2v2_plugin.lm.lm_build import LMBuildConfig, build_lm
 
     work = Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
@@ -177,14 +177,16 @@ def main() -> None:
     n = len(refs)
     print(f"{n} test utterances, {frames} frames, same 4-gram KenLM ({lm.vocab} words); greedy (Viterbi) WER "
           f"{viterbi_wer:.2f}%; weights chosen on {args.dev} dev utterances")
-    print(f"  pyctcdecode, beam {args.beam:3d}                 : WER {p_wer:6.2f}%  decode {pr['decode_seconds']:7.2f} s "
+    print(f"  pyctcdecode, beam {args.beam:3d}                 : WER {p_wer:6.2f}%  "
+          f"decode {pr['decode_seconds']:7.2f} s "
           f"({1000 * pr['decode_seconds'] / n:6.1f} ms/utt)  alpha {best_peer[0]} beta {best_peer[1]}")
     print(f"  this decoder, beam {args.beam:3d}                : WER {o_wer:6.2f}%  decode {o_time:7.2f} s "
           f"({1000 * o_time / n:6.1f} ms/utt)  lm_weight {best_ours[0]} word_score {best_ours[1]}  "
           f"-> {result['speedup_same_beam']:.1f}x faster")
     for x in sweep:
         print(f"  this decoder, beam {x['beam']:3d} tok {x['beam_size_token']:2d} thr {x['beam_threshold']:4.0f}: "
-              f"WER {x['wer']:6.2f}%  decode {x['decode_seconds']:7.2f} s ({1000 * x['decode_seconds'] / n:6.1f} ms/utt)")
+              f"WER {x['wer']:6.2f}%  decode {x['decode_seconds']:7.2f} s "
+              f"({1000 * x['decode_seconds'] / n:6.1f} ms/utt)")
     if fastest:
         print(f"  at equal or lower WER than pyctcdecode ({fastest['wer']:.2f}% <= {p_wer:.2f}%): "
               f"{result['speedup_at_equal_or_lower_wer']:.1f}x faster (beam {fastest['beam']}); "

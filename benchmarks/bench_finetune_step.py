@@ -12,18 +12,31 @@ Each model draws its own SpecAugment masks (same amount of work, different posit
 """
 from __future__ import annotations
 
-import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict
 
 import torch
 import torch.nn.functional as F
-
-from common import (TrainPrecision, base_parser, batch_audio, build_ctc_pair, build_fairseq_ctc, build_plugin_ctc,
-                    child_memory, finetune_overrides, machine_info, measure_memory_children,
-                    memory_ratio, print_report, save_fairseq_pretrained, setup, summarize,
-                    time_alternating, time_ratios)
+from common import (
+    TrainPrecision,
+    base_parser,
+    batch_audio,
+    build_ctc_pair,
+    build_fairseq_ctc,
+    build_plugin_ctc,
+    child_memory,
+    finetune_overrides,
+    machine_info,
+    measure_memory_children,
+    memory_ratio,
+    print_report,
+    save_fairseq_pretrained,
+    setup,
+    summarize,
+    time_alternating,
+    time_ratios,
+)
 
 MODELS = ("fairseq wav2vec_ctc", "plugin w2v2_ctc")
 
@@ -94,7 +107,8 @@ def main() -> None:
              f"optimizer fairseq Adam; CTC loss sum; "
              f"warm-up {args.warmup}, {args.repeats} alternating repeats",
              "step MB: peak minus resident memory before the first step (fresh process per model)"]
-    ratios = (time_ratios(f"fine-tuning step, fairseq {args.peer_dtype} / plugin {args.dtype}", rows, MODELS[0], MODELS[1])
+    label = f"fine-tuning step, fairseq {args.peer_dtype} / plugin {args.dtype}"
+    ratios = (time_ratios(label, rows, MODELS[0], MODELS[1])
               + memory_ratio(rows, MODELS[0], MODELS[1]))
     print_report(f"CTC fine-tuning step: {args.arch}, {args.device}", rows, ratios, machine_info(args.device),
                  notes, json_path=args.json, times=times)

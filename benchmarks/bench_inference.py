@@ -12,15 +12,30 @@ script checks that the three agree (max abs difference of log-probs) before timi
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict
 
 import torch
-
-from common import (autocast, base_parser, batch_audio, build_ctc_pair, build_fairseq_ctc, build_plugin_ctc,
-                    child_memory, finetune_overrides, machine_info, measure_memory_children,
-                    memory_ratio, plugin_ctc_to_hf, print_report, save_fairseq_pretrained, setup,
-                    summarize, time_alternating, time_ratios)
+from common import (
+    autocast,
+    base_parser,
+    batch_audio,
+    build_ctc_pair,
+    build_fairseq_ctc,
+    build_plugin_ctc,
+    child_memory,
+    finetune_overrides,
+    machine_info,
+    measure_memory_children,
+    memory_ratio,
+    plugin_ctc_to_hf,
+    print_report,
+    save_fairseq_pretrained,
+    setup,
+    summarize,
+    time_alternating,
+    time_ratios,
+)
 
 MODELS = ("fairseq wav2vec_ctc", "transformers Wav2Vec2ForCTC", "plugin w2v2_ctc")
 
@@ -38,7 +53,7 @@ def hf_style(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
-def runners(models: Dict[str, torch.nn.Module]) -> Dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+def runners(models: dict[str, torch.nn.Module]) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     return {name: (hf_style(m) if name == MODELS[1] else fairseq_style(m)) for name, m in models.items()}
 
 

@@ -14,20 +14,32 @@ and, last, the ratio fairseq time / plugin time with the command, machine and da
 """
 from __future__ import annotations
 
-import sys
-from typing import Any, Callable, Dict
+from collections.abc import Callable
+from typing import Any
 
 import torch
-
-from common import (TrainPrecision, base_parser, batch_audio, build_pretrain_pair, child_memory,
-                    fairseq_w2v_config, machine_info, measure_memory_children,
-                    pretrain_arch, memory_ratio, print_report, setup, summarize, time_alternating,
-                    time_ratios)
+from common import (
+    TrainPrecision,
+    base_parser,
+    batch_audio,
+    build_pretrain_pair,
+    child_memory,
+    fairseq_w2v_config,
+    machine_info,
+    measure_memory_children,
+    memory_ratio,
+    pretrain_arch,
+    print_report,
+    setup,
+    summarize,
+    time_alternating,
+    time_ratios,
+)
 
 MODELS = ("fairseq wav2vec2", "plugin w2v2")
 
 
-def make_sample(model: Any, audio: torch.Tensor, seed: int) -> Dict[str, Any]:
+def make_sample(model: Any, audio: torch.Tensor, seed: int) -> dict[str, Any]:
     """A fairseq-style sample with a fixed span mask (BASE masking: p=0.65, length 10)."""
     from w2v2_plugin.models.masking import compute_mask_indices
 
@@ -39,7 +51,7 @@ def make_sample(model: Any, audio: torch.Tensor, seed: int) -> Dict[str, Any]:
             "net_input": {"source": audio, "padding_mask": None, "mask_indices": mask}}
 
 
-def make_step(model: torch.nn.Module, sample: Dict[str, Any], device: torch.device, dtype_name: str,
+def make_step(model: torch.nn.Module, sample: dict[str, Any], device: torch.device, dtype_name: str,
               cast_weights: bool = False) -> Callable[[], float]:
     """One training step; ``cast_weights`` = fairseq's own reduced precision (see TrainPrecision)."""
     from fairseq.criterions.wav2vec_criterion import Wav2vecCriterion
@@ -69,7 +81,7 @@ def build_one(name: str, arch: str, seed: int) -> torch.nn.Module:
         return Wav2Vec2Model(fairseq_w2v_config(pretrain_arch(arch))).train()
     import dataclasses
 
-    from w2v2_plugin.conversion import model_cfg_to_w2v2
+    from w2v2_plugin.interop.fairseq_wav2vec2 import model_cfg_to_w2v2
     from w2v2_plugin.models.config import W2v2Config
     from w2v2_plugin.models.wav2vec2 import W2v2Model
 
@@ -113,7 +125,8 @@ def main() -> None:
              f"{'' if args.peer_dtype == 'fp32' else ' (weights cast, as its --fp16)'}; optimizer fairseq Adam; "
              f"criterion fairseq wav2vec (infonce); warm-up {args.warmup}, {args.repeats} alternating repeats",
              "step MB: peak minus resident memory before the first step (fresh process per model)"]
-    ratios = (time_ratios(f"pretraining step, fairseq {args.peer_dtype} / plugin {args.dtype}", rows, MODELS[0], MODELS[1])
+    label = f"pretraining step, fairseq {args.peer_dtype} / plugin {args.dtype}"
+    ratios = (time_ratios(label, rows, MODELS[0], MODELS[1])
               + memory_ratio(rows, MODELS[0], MODELS[1]))
     print_report(f"pretraining step: {args.arch}, {args.device}", rows, ratios, machine_info(args.device),
                  notes, json_path=args.json, times=times)

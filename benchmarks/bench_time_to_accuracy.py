@@ -73,8 +73,9 @@ import math  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
+from collections.abc import Iterable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple  # noqa: E402
+from typing import Any, NamedTuple  # noqa: E402
 
 from common import CONFIG_DIR, ROOT, command_line, machine_info  # noqa: E402
 
@@ -108,10 +109,10 @@ class Comparison:
     key: str  # pretraining / finetuning
     label: str  # what the RATIO line names
     yaml: Path
-    names: Dict[str, Names]  # arm -> registry names
+    names: dict[str, Names]  # arm -> registry names
     metric: str  # the target's metric (valid_<metric> in the log)
     higher_is_better: bool
-    shown: Tuple[str, ...]  # metrics in the tables
+    shown: tuple[str, ...]  # metrics in the tables
 
 
 PRETRAINING = Comparison(
@@ -134,7 +135,7 @@ def _key(override: str) -> str:
     return override.lstrip("+").split("=", 1)[0]
 
 
-def yaml_fields(path: Path) -> Dict[str, List[str]]:
+def yaml_fields(path: Path) -> dict[str, list[str]]:
     """Field names the yaml sets in its task / model / criterion sections (``_name`` aside)."""
     from omegaconf import OmegaConf
 
@@ -142,7 +143,7 @@ def yaml_fields(path: Path) -> Dict[str, List[str]]:
     return {g: sorted(k for k in (cfg.get(g) or {}) if k != "_name") for g in ("task", "model", "criterion")}
 
 
-def registry_fields(names: Names) -> Dict[str, set]:
+def registry_fields(names: Names) -> dict[str, set]:
     """Field names of the config dataclasses registered under ``names`` (task, model, criterion)."""
     from fairseq.criterions import CRITERION_DATACLASS_REGISTRY
     from fairseq.models import MODEL_DATACLASS_REGISTRY
@@ -158,8 +159,8 @@ def registry_fields(names: Names) -> Dict[str, set]:
     return out
 
 
-def field_problems(shared: Dict[str, Sequence[str]], plugin_only: Sequence[str],
-                   fairseq_fields: Dict[str, set], plugin_fields: Dict[str, set]) -> List[str]:
+def field_problems(shared: dict[str, Sequence[str]], plugin_only: Sequence[str],
+                   fairseq_fields: dict[str, set], plugin_fields: dict[str, set]) -> list[str]:
     """Why the arms would not differ only in their names and plugin-only fields: a shared field
     that one side does not accept, or a plugin-only field that fairseq accepts (then it is a
     shared field and must be set in both arms). Empty when all is well."""
@@ -200,7 +201,7 @@ def check_fields(cmp: Comparison, shared_overrides: Sequence[str], plugin_overri
 _STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[")
 
 
-def log_time(line: str) -> Optional[float]:
+def log_time(line: str) -> float | None:
     """Epoch seconds of a fairseq/hydra log line's timestamp (``[2026-12-01 22:31:38,324][...``,
     local time as the logging module writes it), or None."""
     m = _STAMP.match(line)
@@ -212,27 +213,27 @@ def log_time(line: str) -> Optional[float]:
 class ValidPoint(NamedTuple):
     seconds: float  # from the trainer's process start to this validation's log line
     updates: int
-    values: Dict[str, float]  # valid_<metric> -> value
+    values: dict[str, float]  # valid_<metric> -> value
 
 
 class RunLog(NamedTuple):
-    start: Optional[float]  # epoch seconds
-    end: Optional[float]
-    returncode: Optional[int]
-    maxrss_kb: Optional[int]
-    valid: List[ValidPoint]
-    train_inner: List[Dict[str, float]]
+    start: float | None  # epoch seconds
+    end: float | None
+    returncode: int | None
+    maxrss_kb: int | None
+    valid: list[ValidPoint]
+    train_inner: list[dict[str, float]]
 
     @property
-    def wall(self) -> Optional[float]:
+    def wall(self) -> float | None:
         return None if self.start is None or self.end is None else self.end - self.start
 
 
 def parse_run_log(lines: Iterable[str]) -> RunLog:
     """A benchmark child's log (wrapper markers + fairseq's json log lines)."""
     start = end = rc = rss = None
-    valid: List[ValidPoint] = []
-    inner: List[Dict[str, float]] = []
+    valid: list[ValidPoint] = []
+    inner: list[dict[str, float]] = []
     for line in lines:
         if line.startswith(_MARK):
             parts = line.split()
@@ -264,7 +265,7 @@ def reached(value: float, target: float, higher_is_better: bool) -> bool:
 
 
 def time_to_target(valid: Sequence[ValidPoint], metric: str, target: float,
-                   higher_is_better: bool) -> Optional[ValidPoint]:
+                   higher_is_better: bool) -> ValidPoint | None:
     """The first validation at or past the target, or None."""
     for p in valid:
         v = p.values.get(f"valid_{metric}")
@@ -273,19 +274,19 @@ def time_to_target(valid: Sequence[ValidPoint], metric: str, target: float,
     return None
 
 
-def final_value(valid: Sequence[ValidPoint], metric: str) -> Optional[float]:
+def final_value(valid: Sequence[ValidPoint], metric: str) -> float | None:
     rows = [p for p in valid if f"valid_{metric}" in p.values]
     return rows[-1].values[f"valid_{metric}"] if rows else None
 
 
-def value_at(valid: Sequence[ValidPoint], metric: str, updates: int) -> Optional[float]:
+def value_at(valid: Sequence[ValidPoint], metric: str, updates: int) -> float | None:
     for p in valid:
         if p.updates == updates and f"valid_{metric}" in p.values:
             return p.values[f"valid_{metric}"]
     return None
 
 
-def target_of(finals: Sequence[Optional[float]]) -> float:
+def target_of(finals: Sequence[float | None]) -> float:
     """fairseq's mean over the seeds of its last validation's metric."""
     vals = [v for v in finals if v is not None]
     if not vals or len(vals) != len(finals):
@@ -305,7 +306,7 @@ class Bound(NamedTuple):
         return self.lo == self.hi
 
 
-def time_bound(hit: Optional[ValidPoint], wall: float) -> Bound:
+def time_bound(hit: ValidPoint | None, wall: float) -> Bound:
     return Bound(hit.seconds, hit.seconds) if hit is not None else Bound(wall, math.inf)
 
 
@@ -313,7 +314,7 @@ def mean_bound(bounds: Sequence[Bound]) -> Bound:
     return Bound(statistics.fmean(b.lo for b in bounds), statistics.fmean(b.hi for b in bounds))
 
 
-def ratio_bounds(fairseq: Bound, plugin: Bound) -> Tuple[float, float]:
+def ratio_bounds(fairseq: Bound, plugin: Bound) -> tuple[float, float]:
     """fairseq time / plugin time as [lo, hi]."""
     lo = fairseq.lo / plugin.hi if plugin.hi != math.inf else 0.0
     hi = fairseq.hi / plugin.lo if fairseq.hi != math.inf else math.inf
@@ -336,7 +337,7 @@ def format_bound(b: Bound) -> str:
 
 # ---- seconds of audio per update, from the manifest ------------------------------------------------
 
-def read_manifest_sizes(tsv: Path) -> List[int]:
+def read_manifest_sizes(tsv: Path) -> list[int]:
     """Sample counts of a fairseq manifest (line 1: root; then path<TAB>frames)."""
     lines = tsv.read_text(encoding="utf-8").splitlines()[1:]
     return [int(line.split("\t")[1]) for line in lines if line.strip()]
@@ -348,8 +349,8 @@ class AudioPerUpdate(NamedTuple):
     batches: int  # batches per epoch
 
 
-def audio_per_update(sizes: Sequence[int], max_tokens: int, crop: bool, max_sample_size: Optional[int] = None,
-                     min_sample_size: Optional[int] = None, required_batch_size_multiple: int = 8,
+def audio_per_update(sizes: Sequence[int], max_tokens: int, crop: bool, max_sample_size: int | None = None,
+                     min_sample_size: int | None = None, required_batch_size_multiple: int = 8,
                      keep_tail: bool = False, sample_rate: int = 16000) -> AudioPerUpdate:
     """What one update trains on, on average over an epoch, batching as the audio tasks do.
 
@@ -384,13 +385,13 @@ def audio_per_update(sizes: Sequence[int], max_tokens: int, crop: bool, max_samp
 
 # ---- one run's summary ----------------------------------------------------------------------------
 
-def median_ups(train_inner: Sequence[Dict[str, float]]) -> Optional[float]:
+def median_ups(train_inner: Sequence[dict[str, float]]) -> float | None:
     ups = [r["ups"] for r in train_inner if r.get("ups")]
     return statistics.median(ups) if ups else None
 
 
 def summarize_run(cmp: Comparison, arm: str, seed: int, log: RunLog, planned: int, audio: AudioPerUpdate,
-                  table_every: int) -> Dict[str, Any]:
+                  table_every: int) -> dict[str, Any]:
     ups = median_ups(log.train_inner)
     bsz = [r["bsz"] for r in log.train_inner if "bsz" in r]
     done = max([p.updates for p in log.valid] + [int(r.get("num_updates", 0)) for r in log.train_inner] + [0])
@@ -410,12 +411,12 @@ def summarize_run(cmp: Comparison, arm: str, seed: int, log: RunLog, planned: in
     }
 
 
-def analyse(cmp: Comparison, runs: Dict[Tuple[str, int], Dict[str, Any]], logs: Dict[Tuple[str, int], RunLog],
-            seeds: Sequence[int]) -> Dict[str, Any]:
+def analyse(cmp: Comparison, runs: dict[tuple[str, int], dict[str, Any]], logs: dict[tuple[str, int], RunLog],
+            seeds: Sequence[int]) -> dict[str, Any]:
     """Target, each run's time to it, the per-seed and mean ratios (with the reasons for bounds)."""
     target = target_of([runs[("fairseq", s)]["final"][cmp.metric] for s in seeds])
-    bounds: Dict[Tuple[str, int], Bound] = {}
-    notes: List[str] = []
+    bounds: dict[tuple[str, int], Bound] = {}
+    notes: list[str] = []
     better = ">=" if cmp.higher_is_better else "<="
     for (arm, seed), run in runs.items():
         hit = time_to_target(logs[(arm, seed)].valid, cmp.metric, target, cmp.higher_is_better)
@@ -442,7 +443,7 @@ def analyse(cmp: Comparison, runs: Dict[Tuple[str, int], Dict[str, Any]], logs: 
             "final_delta_plugin_minus_fairseq": deltas, "notes": notes}
 
 
-def _delta(a: Optional[float], b: Optional[float]) -> Optional[float]:
+def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
@@ -456,17 +457,17 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return str(v)
 
 
-def _metric_cell(cmp: Comparison, values: Dict[str, Optional[float]]) -> str:
+def _metric_cell(cmp: Comparison, values: dict[str, float | None]) -> str:
     digits = 3 if cmp.higher_is_better else 1
     return "/".join(_fmt(values.get(m), digits) for m in cmp.shown)
 
 
-def _mean(vals: Iterable[Optional[float]]) -> Optional[float]:
+def _mean(vals: Iterable[float | None]) -> float | None:
     vals = list(vals)
     return None if not vals or any(v is None for v in vals) else statistics.fmean(vals)
 
 
-def table_markdown(cmp: Comparison, runs: Dict[Tuple[str, int], Dict[str, Any]], result: Dict[str, Any],
+def table_markdown(cmp: Comparison, runs: dict[tuple[str, int], dict[str, Any]], result: dict[str, Any],
                    seeds: Sequence[int]) -> str:
     metric = "/".join(cmp.shown)
     any_run = next(iter(runs.values()))
@@ -506,10 +507,10 @@ class Bench:
         self.work = Path(args.work).resolve()
         self.logs = self.work / "logs"
         self.env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-        self.commands: List[str] = []
+        self.commands: list[str] = []
 
     # -- data
-    def corpus(self) -> Tuple[Path, Path]:
+    def corpus(self) -> tuple[Path, Path]:
         a = self.args
         corpus = self.work / "corpus"
         if not a.report_only:
@@ -531,7 +532,7 @@ class Bench:
         return pre, lab
 
     # -- overrides
-    def shared(self, cmp: Comparison, seed: int, data: Path, run_dir: Path, pretrained: Optional[Path]) -> List[str]:
+    def shared(self, cmp: Comparison, seed: int, data: Path, run_dir: Path, pretrained: Path | None) -> list[str]:
         a = self.args
         updates = a.updates if cmp is PRETRAINING else a.ft_updates
         out = [f"task.data={data}", f"checkpoint.save_dir={run_dir / 'ckpt'}", f"hydra.run.dir={run_dir / 'hydra'}",
@@ -554,10 +555,10 @@ class Bench:
                     f"model.mask_channel_prob={FAIRSEQ_CHANNEL_MASK_PROB}"]
         return out
 
-    def plugin_only(self) -> List[str]:
+    def plugin_only(self) -> list[str]:
         return [f"++task.precision={self.args.plugin_precision}", *self.args.plugin_override]
 
-    def arm_overrides(self, cmp: Comparison, arm: str) -> List[str]:
+    def arm_overrides(self, cmp: Comparison, arm: str) -> list[str]:
         n = cmp.names[arm]
         out = [f"task._name={n.task}", f"model._name={n.model}", f"criterion._name={n.criterion}"]
         if arm == "plugin":
@@ -570,7 +571,7 @@ class Bench:
     def log_name(self, cmp: Comparison, arm: str, seed: int) -> str:
         return f"{cmp.key}_{arm}_seed{seed}"
 
-    def train(self, cmp: Comparison, arm: str, seed: int, data: Path, pretrained: Optional[Path] = None) -> None:
+    def train(self, cmp: Comparison, arm: str, seed: int, data: Path, pretrained: Path | None = None) -> None:
         updates = self.args.updates if cmp is PRETRAINING else self.args.ft_updates
         run_dir = self.run_dir(cmp, arm, seed)
         if run_dir.exists():
@@ -597,8 +598,8 @@ class Bench:
             self.train(PRETRAINING, "fairseq", seeds[0], pre)
         return path
 
-    def compare(self, cmp: Comparison, data: Path, audio: Dict[str, AudioPerUpdate],
-                pretrained: Optional[Path] = None) -> Dict[str, Any]:
+    def compare(self, cmp: Comparison, data: Path, audio: dict[str, AudioPerUpdate],
+                pretrained: Path | None = None) -> dict[str, Any]:
         a = self.args
         seeds = a.seeds
         updates = a.updates if cmp is PRETRAINING else a.ft_updates
@@ -627,7 +628,7 @@ class Bench:
         return result
 
 
-def audio_rates(cmp: Comparison, data: Path, args: argparse.Namespace) -> Dict[str, AudioPerUpdate]:
+def audio_rates(cmp: Comparison, data: Path, args: argparse.Namespace) -> dict[str, AudioPerUpdate]:
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(cmp.yaml)
@@ -639,7 +640,7 @@ def audio_rates(cmp: Comparison, data: Path, args: argparse.Namespace) -> Dict[s
             for arm in ARMS}
 
 
-def settings_lines(args: argparse.Namespace, audio: Dict[str, Dict[str, AudioPerUpdate]]) -> List[str]:
+def settings_lines(args: argparse.Namespace, audio: dict[str, dict[str, AudioPerUpdate]]) -> list[str]:
     out = [f"corpus: espeak-ng, {args.unlabeled_hours:g} h unlabeled ({args.valid_percent:g} held out for "
            f"validation), {args.labeled_minutes:g} min labeled, {args.dev_minutes:g} min dev (held-out speakers), "
            f"corpus seed {args.corpus_seed}",
@@ -661,7 +662,7 @@ def settings_lines(args: argparse.Namespace, audio: Dict[str, Dict[str, AudioPer
     return out
 
 
-def write_report(out_dir: Path, doc: Dict[str, Any], markdown: str) -> Tuple[Path, Path]:
+def write_report(out_dir: Path, doc: dict[str, Any], markdown: str) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     js, md = out_dir / "time_to_accuracy.json", out_dir / "time_to_accuracy.md"
     for path, text in ((js, json.dumps(doc, indent=1, allow_nan=False) + "\n"), (md, markdown + "\n")):
@@ -705,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for o in args.plugin_override:
         if "=" not in o:
@@ -717,7 +718,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         pre, lab = bench.corpus()
         data = {"pretraining": pre, "finetuning": lab}
         audio = {c.key: audio_rates(c, data[c.key], args) for c in wanted}
-        results: Dict[str, Dict[str, Any]] = {}
+        results: dict[str, dict[str, Any]] = {}
         for cmp in wanted:
             pretrained = bench.pretrained(pre, args.seeds) if cmp is FINETUNING else None
             results[cmp.key] = bench.compare(cmp, data[cmp.key], audio[cmp.key], pretrained)
@@ -739,7 +740,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         better = "higher" if cmp.higher_is_better else "lower"
         lines += ["", f"## {cmp.label}: target {cmp.metric} {r['target']:.4f} ({better} is better; fairseq's mean "
                       f"over seeds {' '.join(map(str, args.seeds))} at its last validation)", "", r["table"], ""]
-        lines += [f"- per-seed ratio (fairseq / plugin time to target): "
+        lines += ["- per-seed ratio (fairseq / plugin time to target): "
                   + ", ".join(f"seed {s} {v}" for s, v in r["per_seed_ratio"].items()),
                   "- final " + cmp.metric + ", plugin - fairseq: "
                   + ", ".join(f"seed {s} {_fmt(d, 4)}" for s, d in r["final_delta_plugin_minus_fairseq"].items())]

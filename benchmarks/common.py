@@ -23,16 +23,17 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-
 import logging  # noqa: E402
+
+import torch  # noqa: E402
 
 logging.getLogger("fairseq").setLevel(logging.WARNING)  # fairseq logs whole model configs at INFO
 
@@ -66,7 +67,7 @@ def machine_info(device: str) -> Machine:
     with contextlib.suppress(OSError):
         load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     return Machine(cpu, os.cpu_count() or 0, torch.get_num_threads(), torch.__version__, dev,
-                   datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), load)
+                   datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), load)
 
 
 def command_line() -> str:
@@ -116,7 +117,7 @@ def sync(device: torch.device) -> None:
 
 # ---- model configurations ---------------------------------------------------------------------
 
-def yaml_model_section(relpath: str) -> Dict[str, Any]:
+def yaml_model_section(relpath: str) -> dict[str, Any]:
     """The ``model:`` section of one of the project's shipped yaml configs, without ``_name``."""
     from omegaconf import OmegaConf
 
@@ -126,7 +127,7 @@ def yaml_model_section(relpath: str) -> Dict[str, Any]:
     return model
 
 
-def pretrain_arch(name: str) -> Dict[str, Any]:
+def pretrain_arch(name: str) -> dict[str, Any]:
     """Model fields of the named architecture (fairseq Wav2Vec2Config names).
 
     LayerDrop is set to 0 so that both implementations do the same work in every step (their
@@ -156,7 +157,7 @@ def build_pretrain_pair(arch: str, seed: int):
     from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Model
 
     import w2v2_plugin  # noqa: F401
-    from w2v2_plugin.conversion import fairseq_to_plugin_state_dict, model_cfg_to_w2v2
+    from w2v2_plugin.interop.fairseq_wav2vec2 import fairseq_to_plugin_state_dict, model_cfg_to_w2v2
     from w2v2_plugin.models.config import W2v2Config
     from w2v2_plugin.models.wav2vec2 import W2v2Model
 
@@ -185,8 +186,8 @@ def batch_audio(batch: int, seconds: float, seed: int, device: torch.device) -> 
 # ---- timing ------------------------------------------------------------------------------------
 
 class Timings(NamedTuple):
-    wall: Dict[str, List[float]]  # seconds per call, wall clock
-    cpu: Dict[str, List[float]]  # process CPU seconds per call (all threads): the work done,
+    wall: dict[str, list[float]]  # seconds per call, wall clock
+    cpu: dict[str, list[float]]  # process CPU seconds per call (all threads): the work done,
     # much less sensitive than wall time to other jobs on a shared machine
 
 
@@ -198,8 +199,8 @@ def time_alternating(steps: Mapping[str, Callable[[], Any]], warmup: int, repeat
         for _ in range(warmup):
             steps[name]()
     sync(device)
-    wall: Dict[str, List[float]] = {n: [] for n in names}
-    cpu: Dict[str, List[float]] = {n: [] for n in names}
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     try:
         from tqdm import tqdm
 
@@ -224,13 +225,13 @@ class Row(NamedTuple):
     min_s: float
     max_s: float
     cpu_median_s: float
-    per_second: Optional[float]  # throughput (e.g. seconds of audio per second), if meaningful
-    peak_mb: Optional[float]
-    delta_mb: Optional[float]  # peak minus resident memory before the first step
+    per_second: float | None  # throughput (e.g. seconds of audio per second), if meaningful
+    peak_mb: float | None
+    delta_mb: float | None  # peak minus resident memory before the first step
 
 
-def summarize(times: Timings, work: Optional[float] = None,
-              memory: Optional[Mapping[str, Mapping[str, float]]] = None) -> List[Row]:
+def summarize(times: Timings, work: float | None = None,
+              memory: Mapping[str, Mapping[str, float]] | None = None) -> list[Row]:
     rows = []
     for name, ts in times.wall.items():
         med = statistics.median(ts)
@@ -240,14 +241,14 @@ def summarize(times: Timings, work: Optional[float] = None,
     return rows
 
 
-def time_ratios(label: str, rows: Sequence[Row], peer: str, plugin: str) -> List[tuple]:
+def time_ratios(label: str, rows: Sequence[Row], peer: str, plugin: str) -> list[tuple]:
     """peer / plugin for wall-clock medians (the headline) and CPU-time medians."""
     by = {r.name: r for r in rows}
     return [(f"{label} (wall time)", by[peer].median_s / by[plugin].median_s, None),
             (f"{label} (CPU time)", by[peer].cpu_median_s / by[plugin].cpu_median_s, None)]
 
 
-def memory_ratio(rows: Sequence[Row], peer: str, plugin: str) -> List[tuple]:
+def memory_ratio(rows: Sequence[Row], peer: str, plugin: str) -> list[tuple]:
     by = {r.name: r for r in rows}
     if by[peer].peak_mb is None or by[plugin].peak_mb is None:
         return []
@@ -259,7 +260,7 @@ def memory_ratio(rows: Sequence[Row], peer: str, plugin: str) -> List[tuple]:
 
 def print_report(title: str, rows: Sequence[Row], ratios: Sequence[tuple], machine: Machine,
                  notes: Sequence[str] = (), throughput_label: str = "",
-                 json_path: Optional[str] = None, times: Optional[Timings] = None) -> None:
+                 json_path: str | None = None, times: Timings | None = None) -> None:
     """Table, then notes, then (last) ratios with the command, machine and date."""
     print()
     print(f"## {title}")
@@ -271,7 +272,8 @@ def print_report(title: str, rows: Sequence[Row], ratios: Sequence[tuple], machi
         tp = f" {r.per_second:.2f} |" if throughput_label else ""
         pk = f"{r.peak_mb:.0f}" if r.peak_mb is not None else "-"
         dl = f"{r.delta_mb:.0f}" if r.delta_mb is not None else "-"
-        print(f"| {r.name} | {r.median_s:.3f} | {r.min_s:.3f} | {r.max_s:.3f} | {r.cpu_median_s:.3f} |{tp} {pk} | {dl} |")
+        times = f"{r.median_s:.3f} | {r.min_s:.3f} | {r.max_s:.3f} | {r.cpu_median_s:.3f}"
+        print(f"| {r.name} | {times} |{tp} {pk} | {dl} |")
     for n in notes:
         print(f"note: {n}")
     print()
@@ -283,7 +285,7 @@ def print_report(title: str, rows: Sequence[Row], ratios: Sequence[tuple], machi
     print(f"date: {machine.date}")
     if json_path:
         out = {"title": title, "rows": [r._asdict() for r in rows],
-               "ratios": [{"label": l, "ratio": v} for l, v, _ in ratios],
+               "ratios": [{"label": label, "ratio": v} for label, v, _ in ratios],
                "times": times._asdict() if times is not None else None,
                "command": command_line(), "machine": machine._asdict(), "notes": list(notes)}
         tmp = json_path + ".tmp"
@@ -340,14 +342,14 @@ def child_memory(device: torch.device) -> Iterator[None]:
     print("MEMORY " + json.dumps({"peak_mb": peak, "delta_mb": peak - before}), flush=True)
 
 
-def measure_memory_children(names: Sequence[str], argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
+def measure_memory_children(names: Sequence[str], argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     """Rerun this script once per model with ``--child NAME``; collect each child's peak."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    out: Dict[str, Dict[str, float]] = {}
+    out: dict[str, dict[str, float]] = {}
     for name in names:
         cmd = [sys.executable, sys.argv[0], *argv, "--child", name, "--no-memory"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY ")]
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("MEMORY ")]
         if proc.returncode != 0 or not lines:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             print(f"warning: memory child for {name} failed: {' | '.join(tail)}", file=sys.stderr)
@@ -390,7 +392,7 @@ def save_fairseq_pretrained(arch: str, seed: int, path: Path) -> Path:
     return path
 
 
-def finetune_overrides(train: bool) -> Dict[str, Any]:
+def finetune_overrides(train: bool) -> dict[str, Any]:
     """Fine-tuning fields of the shipped base_10h recipe (fairseq Wav2Vec2AsrConfig names).
 
     LayerDrop 0 for equal work; freeze_finetune_updates 0 so the transformer trains.
@@ -427,7 +429,7 @@ def build_plugin_ctc(pretrained: Path, overrides: Mapping[str, Any]):
 
 def build_ctc_pair(arch: str, seed: int, tmpdir: Path, train: bool):
     """(fairseq Wav2VecCtc, plugin W2v2Ctc) on the same pretrained weights and the same head."""
-    from w2v2_plugin.conversion_ctc import convert_ctc_state_dict
+    from w2v2_plugin.interop.fairseq_ctc import convert_ctc_state_dict
 
     pretrained = save_fairseq_pretrained(arch, seed, tmpdir / "pretrained.pt")
     overrides = finetune_overrides(train)
@@ -444,10 +446,11 @@ def plugin_ctc_to_hf(model, dictionary_size: int):
     config and key map, in memory; it raises on any key left unmapped)."""
     from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
-    from w2v2_plugin.hf_export import hf_config_dict, hf_state_dict
+    from w2v2_plugin.interop.hf_export import hf_config_dict, hf_state_dict
 
     w2v = model.w2v_encoder.w2v_model
-    hf = Wav2Vec2ForCTC(Wav2Vec2Config(**hf_config_dict(w2v.cfg, model.cfg, dictionary_size)))
+    hf_cfg = hf_config_dict(w2v.cfg, model.cfg, dictionary_size, w2v.feature_encoder.conv_layers_spec)
+    hf = Wav2Vec2ForCTC(Wav2Vec2Config(**hf_cfg))
     hf.load_state_dict(hf_state_dict(model, set(hf.state_dict())), strict=True)
     return hf.to(next(model.parameters()).device)
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 import soundfile as sf
-
-from conftest import espeak
+from helpers import espeak
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "examples" / "wav2vec2" / "config" / "pretraining"

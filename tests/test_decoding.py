@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from testing_support.synthetic import letter_units, synthesize
 from w2v2_plugin.decoding import DecoderConfig, DecodingError, UnitDictionary, build_decoder
-from w2v2_plugin.decoding.kenlm_tools import have_kenlm_tools
-from w2v2_plugin.decoding.lm_build import LMBuildConfig, build_lm
-from w2v2_plugin.decoding.synthetic import letter_units, synthesize
 from w2v2_plugin.decoding.timestamps import WordSpan, word_spans
+from w2v2_plugin.lm.kenlm_tools import have_kenlm_tools
+from w2v2_plugin.lm.lm_build import LMBuildConfig, build_lm
 
 LETTERS = "E T A O N I H S R D L U M W C F G Y P B V K ' X J Q Z".split()
 CORPUS = """the cat sat on the mat

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from w2v2_plugin.decoding import DecoderConfig, DecodingError, UnitDictionary, build_decoder
-from w2v2_plugin.decoding.kenlm_tools import find_kenlm_tools, have_kenlm_tools, run_build_binary
 from w2v2_plugin.decoding.lm_files import KENLM_MAX_ORDER, inspect_lm
+from w2v2_plugin.lm.kenlm_tools import find_kenlm_tools, have_kenlm_tools, run_build_binary
 
 LETTERS = list("ETAONIHSRDLUMWCFGYPBVK'XJQZ")
 
@@ -110,7 +110,7 @@ def test_binary_header_order_and_incomplete_binary(units: UnitDictionary, good: 
 
 
 @pytest.mark.parametrize("content", [b"just some text\nnot a model\n", b"\x00\x01\x02binary junk" * 10,
-                                     "\\data\\\nngram 1=x\n".encode()])
+                                     b"\\data\\\nngram 1=x\n"])
 def test_not_an_lm_file(units: UnitDictionary, good: dict, tmp_path: Path, content: bytes) -> None:
     f = tmp_path / "model.lm"
     f.write_bytes(content)

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_demo_quick_end_to_end(tmp_path: Path, have_espeak: bool) -> None:
     if not have_espeak:
         pytest.skip("espeak-ng/sox not installed (make sysdeps)")
-    from w2v2_plugin.decoding.kenlm_tools import have_kenlm_tools
+    from w2v2_plugin.lm.kenlm_tools import have_kenlm_tools
     if not have_kenlm_tools():
         pytest.skip("KenLM's lmplz/build_binary not built (make kenlm)")
     out = tmp_path / "demo"

@@ -10,14 +10,14 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import write_tone
+from helpers import write_tone
 from test_conversion_ctc import LETTERS, fairseq_ctc, letter_dictionary, save_fairseq_ctc, save_fairseq_wav2vec2
 
+from w2v2_common.fileio import mkdtemp, mkstemp, plain_dir_mode, plain_file_mode
 from w2v2_plugin.cli.convert import main as convert_main
 from w2v2_plugin.cli.infer import main as infer_main
 from w2v2_plugin.cli.lm import main as lm_main
-from w2v2_plugin.decoding.kenlm_tools import have_kenlm_tools
-from w2v2_common.fileio import mkdtemp, mkstemp, plain_dir_mode, plain_file_mode
+from w2v2_plugin.lm.kenlm_tools import have_kenlm_tools
 
 UMASK = 0o027
 FILE, DIR = 0o640, 0o750

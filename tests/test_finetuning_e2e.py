@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from conftest import espeak
+from helpers import espeak
 from test_finetuning_train import REPO, hydra_train
 
 DIGITS = "zero one two three four five six seven eight nine".split()

@@ -2,7 +2,7 @@
 
 The tiny model is built by fairseq itself (``wav2vec2`` -> ``wav2vec_ctc``, saved in fairseq's
 hydra layout with the pickled dictionary), and converted to a plugin ``w2v2_ctc`` checkpoint
-with :mod:`w2v2_plugin.conversion_ctc`; both files must give fairseq's own log-probs
+with :mod:`w2v2_plugin.interop.fairseq_ctc`; both files must give fairseq's own log-probs
 (max abs difference <= 1e-4, fp32, eval mode). Its weights are random: these tests check the
 plumbing, not the accuracy (the LM tests on synthetic emissions check that).
 """
@@ -16,16 +16,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import write_tone
 from fairseq.data import Dictionary
 from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
 from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig, Wav2VecCtc
+from helpers import write_tone
 from omegaconf import OmegaConf
 
 import w2v2_plugin  # noqa: F401
 from w2v2_plugin.cli.infer import main as infer_main
-from w2v2_plugin.conversion_ctc import convert_wav2vec_ctc_file
 from w2v2_plugin.decoding.emissions import ChunkConfig, load_acoustic_model
+from w2v2_plugin.interop.fairseq_ctc import convert_wav2vec_ctc_file
+from w2v2_plugin.models.conv_geometry import parse_conv_layers
 
 LETTERS = "|ETAOINSHRDLUCMWFGYPBVKXJQZ'"
 # wav2vec 2.0's stride (320 samples = 20 ms) with 32 channels and 2 small transformer layers
@@ -141,7 +142,7 @@ class LocalCtc(torch.nn.Module):
         super().__init__()
         self.cfg = SimpleNamespace(conv_feature_layers=TINY["conv_feature_layers"])
         layers, dim = [], 1
-        for out, k, s in eval(TINY["conv_feature_layers"]):
+        for out, k, s in parse_conv_layers(TINY["conv_feature_layers"]):
             layers += [torch.nn.Conv1d(dim, out, k, s), torch.nn.GELU()]
             dim = out
         self.conv = torch.nn.Sequential(*layers)
@@ -266,7 +267,7 @@ def test_cli_errors_are_one_line(tiny: SimpleNamespace, tmp_path: Path, capsys) 
 
 
 def test_manifest_references_from_ltr_and_line_count_check(tmp_path: Path) -> None:
-    from w2v2_plugin.decoding.inputs import from_manifest
+    from w2v2_plugin.inference.inputs import from_manifest
 
     write_tone(tmp_path / "a.wav", 0.2)
     write_tone(tmp_path / "b.wav", 0.3)

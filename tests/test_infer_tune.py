@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from testing_support.synthetic import confusable, make_language
 from w2v2_plugin.cli.infer import main as infer_main
-from w2v2_plugin.decoding.cache import EmissionCache
-from w2v2_plugin.decoding.kenlm_tools import have_kenlm_tools
-from w2v2_plugin.decoding.lm_build import LMBuildConfig, build_lm
-from w2v2_plugin.decoding.synthetic import confusable, make_language
-from w2v2_plugin.decoding.tune import TuneConfig, search
 from w2v2_plugin.decoding.units import UnitDictionary
+from w2v2_plugin.inference.cache import EmissionCache
+from w2v2_plugin.inference.tune import TuneConfig, search
+from w2v2_plugin.lm.kenlm_tools import have_kenlm_tools
+from w2v2_plugin.lm.lm_build import LMBuildConfig, build_lm
 
 LETTERS = list("ETAONIHSRDLUMWCFGYPBVK'XJQZ")
 ALPHABET = "ABDEIKLMNORST"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from w2v2_plugin.cli.lm import main as lm_main
-from w2v2_plugin.decoding.kenlm_tools import have_kenlm_tools
 from w2v2_plugin.decoding.lexicon import load_lexicon
 from w2v2_plugin.decoding.lm_files import inspect_lm
 from w2v2_plugin.decoding.units import UnitDictionary
+from w2v2_plugin.lm.kenlm_tools import have_kenlm_tools
 
 pytestmark = pytest.mark.skipif(not have_kenlm_tools(), reason="lmplz/build_binary missing: run `make kenlm`")
 LETTERS = list("ETAONIHSRDLUMWCFGYPBVK'XJQZ")
@@ -101,7 +101,7 @@ def test_missing_and_empty_corpus(files: dict, tmp_path: Path, capsys) -> None:
 
 
 def test_kenlm_tools_missing_says_how_to_get_them(files: dict, tmp_path: Path, monkeypatch, capsys) -> None:
-    import w2v2_plugin.decoding.kenlm_tools as kt
+    import w2v2_plugin.lm.kenlm_tools as kt
 
     monkeypatch.setattr(kt, "DEFAULT_BIN", tmp_path / "no-kenlm")
     monkeypatch.delenv("KENLM_BIN", raising=False)

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+from helpers import write_tone
 
-from conftest import write_tone
-from w2v2_manifests import BadFilesError, ManifestConfig, ManifestError, TranscriptError, build
+from w2v2_manifests import BadFilesError, ManifestConfig, ManifestError, TranscriptError, build, scan
 from w2v2_manifests import builder as build_mod
-from w2v2_manifests import scan
 
 FAIRSEQ_W2V = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / \
     "site-packages" / "fairseq" / "examples" / "wav2vec"

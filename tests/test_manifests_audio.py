@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import write_tone
 
-from conftest import write_tone
 from w2v2_manifests.audio import AudioInfo, _flac_header, _wav_header, probe
 
 WAV_SUBTYPES = ["PCM_16", "PCM_24", "PCM_32", "PCM_U8", "FLOAT", "DOUBLE", "ULAW", "IMA_ADPCM"]

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import write_tone
 
-from conftest import write_tone
 from w2v2_manifests.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import write_tone
 
-from conftest import write_tone
-from w2v2_manifests import BadFilesError, LhotseConfig, ManifestError, build_lhotse
-from w2v2_manifests import lhotse_input
+from w2v2_manifests import BadFilesError, LhotseConfig, ManifestError, build_lhotse, lhotse_input
 from w2v2_manifests.cli import main
 
 lhotse = pytest.importorskip("lhotse")

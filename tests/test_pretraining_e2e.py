@@ -5,7 +5,6 @@ update, and its contrastive accuracy rises (read from fairseq's json log).
 """
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from pretraining_corpus import CONFIG_DIR, FAST, USER_DIR, corpus, env, records  # noqa: F401 (fixture)
 
 BIN = Path(sys.executable).parent

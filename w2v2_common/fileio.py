@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Iterator, Optional, Tuple, Union
+from typing import IO
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = str | os.PathLike[str]
 
 
 def current_umask() -> int:
@@ -43,7 +44,7 @@ def plain_dir_mode() -> int:
     return 0o777 & ~current_umask()
 
 
-def mkstemp(dir: Optional[str] = None, prefix: str = ".tmp-", suffix: str = ".tmp") -> Tuple[int, str]:
+def mkstemp(dir: str | None = None, prefix: str = ".tmp-", suffix: str = ".tmp") -> tuple[int, str]:
     """``tempfile.mkstemp`` whose file has :func:`plain_file_mode` instead of 0600."""
     fd, path = tempfile.mkstemp(dir=dir, prefix=prefix, suffix=suffix)
     try:
@@ -55,7 +56,7 @@ def mkstemp(dir: Optional[str] = None, prefix: str = ".tmp-", suffix: str = ".tm
     return fd, path
 
 
-def mkdtemp(dir: Optional[str] = None, prefix: str = ".tmp-") -> str:
+def mkdtemp(dir: str | None = None, prefix: str = ".tmp-") -> str:
     """``tempfile.mkdtemp`` whose directory has :func:`plain_dir_mode` instead of 0700
     (for directories renamed into place as outputs)."""
     path = tempfile.mkdtemp(dir=dir, prefix=prefix)

@@ -11,11 +11,14 @@ import os
 import random
 import sys
 from collections import Counter
+from collections.abc import Callable, Generator
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from tqdm import tqdm
+
+from w2v2_common.units import LTR_DICT, read_dict_symbols, write_dict_lines
 
 from .config import ManifestConfig
 from .errors import BadFilesError, ManifestError, TranscriptError
@@ -26,7 +29,6 @@ from .writer import AtomicOutputs
 
 VALID_SPLIT = "valid"
 TRAIN_SPLIT = "train"
-LTR_DICT = "dict.ltr.txt"
 # Label files a split may have; any not written by this run is removed when the split's
 # lines change (they would no longer line up with the new .tsv).
 LABEL_SUFFIXES = (".wrd", ".ltr", ".spm")
@@ -150,17 +152,13 @@ def _transcript_source(cfg: ManifestConfig, root: str,
     return "none (no *.trans.txt, .txt or .lab transcripts found)"
 
 
-def _read_dict_symbols(path: str) -> set[str] | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as fh:
-        return {line.rsplit(" ", 1)[0] for line in fh if line.strip()}
+def _existing_dict_symbols(path: str) -> set[str] | None:
+    return read_dict_symbols(path) if os.path.isfile(path) else None
 
 
 def write_dict(fh: TextIO, counts: Counter[str]) -> None:
     """fairseq dictionary: "SYMBOL COUNT" lines, most frequent first, ties by code point."""
-    for symbol, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        fh.write(f"{symbol} {count}\n")
+    write_dict_lines(fh, sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _kind(t: Transcript, cfg: ManifestConfig) -> str:
@@ -231,7 +229,8 @@ class Record(NamedTuple):
 
 
 def write_manifests(cfg: ManifestConfig | Any, root: str, labels: bool, summary: BuildSummary,
-                    records: Callable[[AtomicOutputs], Iterator[Record]], bad_what: str | None = None) -> BuildSummary:
+                    records: Callable[[AtomicOutputs], Generator[Record, None, None]],
+                    bad_what: str | None = None) -> BuildSummary:
     """Write every split's .tsv (and labels, skipped list, dictionary) from a source's records,
     all at once or not at all. ``records(outputs)`` may reserve more outputs of its own (audio
     segments); ``bad_what`` names the items in the --on-bad error (default: audio files under root)."""
@@ -290,7 +289,7 @@ def build(cfg: ManifestConfig) -> BuildSummary:
                             + (f" whose path contains {cfg.path_must_contain!r}" if cfg.path_must_contain else ""))
     # One draw per file in walk order, bad files included, so a file's split does not
     # depend on which other files turn out to be bad (fairseq: train when draw > fraction).
-    rand = random.Random(cfg.seed)
+    rand = random.Random(cfg.seed)  # noqa: S311  # reason: a reproducible split, not a secret
     split_of = [cfg.split_name if rand.random() > cfg.valid_percent else VALID_SPLIT for _ in files]
 
     source = _transcript_source(cfg, root, listing)
@@ -299,15 +298,17 @@ def build(cfg: ManifestConfig) -> BuildSummary:
                            labels=source if isinstance(source, str) else
                            ("--transcripts " + cfg.transcripts if cfg.transcripts else "*.trans.txt/.txt/.lab"))
 
-    def records(_outputs: AtomicOutputs) -> Iterator[Record]:
-        results = closing(probe_files(root, files, workers=cfg.workers, decode=cfg.decode,
-                                      sidecars=labels and cfg.transcripts is None))
-        first = next(results.thing, None)  # starts the worker pool before tqdm starts a thread
+    def records(_outputs: AtomicOutputs) -> Generator[Record, None, None]:
+        probes = probe_files(root, files, workers=cfg.workers, decode=cfg.decode,
+                             sidecars=labels and cfg.transcripts is None)
+        results = closing(probes)
+        first = next(probes, None)  # starts the worker pool before tqdm starts a thread
         with results, tqdm(total=len(files), unit="file", desc="scanning", disable=not cfg.progress,
                            file=sys.stderr, mininterval=0.5) as bar:
             for i, entry in enumerate(files):
-                res = first if i == 0 else next(results.thing)
-                assert res is not None
+                res = first if i == 0 else next(probes)
+                if res is None:  # a bug: probe_files yields one result per file
+                    raise AssertionError(f"no probe result for {entry}")
                 reasons, found, words = _check(entry, res, root, cfg, source, text_cfg)
                 bar.update(1)
                 yield Record(entry.rel, split_of[i], res.info.frames, res.info.sample_rate, reasons, words,
@@ -327,7 +328,7 @@ def _finish_outputs(cfg: ManifestConfig, outputs: AtomicOutputs, outs: dict[str,
     if labels and cfg.split_name == TRAIN_SPLIT:
         write_dict(outputs.open(LTR_DICT), outs[TRAIN_SPLIT].letters)
     elif labels:
-        known = _read_dict_symbols(os.path.join(dest, LTR_DICT))
+        known = _existing_dict_symbols(os.path.join(dest, LTR_DICT))
         letters: Counter[str] = Counter()
         for o in outs.values():
             letters.update(o.letters)

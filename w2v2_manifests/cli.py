@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from typing import Any, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from .builder import build
 from .config import LhotseConfig, ManifestConfig, SpmConfig
@@ -43,7 +44,7 @@ def _parser_for(cls: type[T], prog: str, description: str, epilog: str | None = 
     """An argparse parser whose flags are the dataclass fields (help from their metadata)."""
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # reason: cls is a dataclass type (callers pass the config classes)
         meta = f.metadata
         required = f.default is dataclasses.MISSING
         default = None if required else f.default

@@ -8,26 +8,38 @@ from .text import TextConfig
 _TEXT = {f.name: f for f in fields(TextConfig)}
 
 
+class TextOptions:
+    """The transcript options both input kinds share (their fields are declared in each
+    dataclass, which keeps the CLI's flag order)."""
+
+    case: str
+    punctuation: str
+    digits: str
+
+    def text_config(self) -> TextConfig:
+        return TextConfig(case=self.case, punctuation=self.punctuation, digits=self.digits)
+
+
 @dataclass
-class ManifestConfig:
+class ManifestConfig(TextOptions):
     root: str = field(metadata={"help": "directory to index (searched recursively)", "positional": True})
     dest: str = field(default=".", metadata={"metavar": "DIR", "help": "output directory (created if missing)"})
-    ext: str = field(default="flac", metadata={"metavar": "EXT", 
+    ext: str = field(default="flac", metadata={"metavar": "EXT",
         "help": "audio extension(s) to index, comma-separated, case-insensitive: flac or flac,wav"})
-    valid_percent: float = field(default=0.01, metadata={"metavar": "FRACTION", 
+    valid_percent: float = field(default=0.01, metadata={"metavar": "FRACTION",
         "help": "FRACTION (0..1, as in fairseq's wav2vec_manifest.py) of files drawn at random "
                 "into the 'valid' split; 0 writes a single split"})
     seed: int = field(default=42, metadata={"metavar": "N", "help": "random seed of the train/valid draw"})
-    path_must_contain: str | None = field(default=None, metadata={"metavar": "STR", 
+    path_must_contain: str | None = field(default=None, metadata={"metavar": "STR",
         "help": "only index files whose absolute path contains this substring"})
-    split_name: str = field(default="train", metadata={"metavar": "NAME", 
+    split_name: str = field(default="train", metadata={"metavar": "NAME",
         "help": "name of the main split ({split}.tsv); dict.ltr.txt is written only for 'train'"})
-    sample_rate: int = field(default=16000, metadata={"metavar": "HZ", 
+    sample_rate: int = field(default=16000, metadata={"metavar": "HZ",
         "help": "required sample rate in Hz (files with another rate are bad); 0 accepts any"})
     labels: str = field(default="auto", metadata={
         "help": "auto: write .wrd/.ltr/dict.ltr.txt when transcripts are found; none: manifest only",
         "choices": ("auto", "none")})
-    transcripts: str | None = field(default=None, metadata={"metavar": "FILE", 
+    transcripts: str | None = field(default=None, metadata={"metavar": "FILE",
         "help": "one TSV or CSV file of 'audio path or utterance id, text' rows "
                 "(instead of *.trans.txt / sidecar .txt/.lab files)"})
     workers: int = field(default=1, metadata={"metavar": "N", "help": "processes reading audio headers"})
@@ -43,9 +55,6 @@ class ManifestConfig:
     digits: str = field(default="keep", metadata=_TEXT["digits"].metadata)
     progress: bool = field(default=True, metadata={"help": "show a progress bar", "negate": "no_progress"})
 
-    def text_config(self) -> TextConfig:
-        return TextConfig(case=self.case, punctuation=self.punctuation, digits=self.digits)
-
 
 @dataclass
 class SpmConfig:
@@ -53,13 +62,13 @@ class SpmConfig:
     vocab_size: int = field(metadata={"metavar": "N", "help": "number of subword units"})
     model_type: str = field(default="unigram", metadata={
         "help": "sentencepiece model type", "choices": ("unigram", "bpe", "char", "word")})
-    character_coverage: float = field(default=1.0, metadata={"metavar": "FRACTION", 
+    character_coverage: float = field(default=1.0, metadata={"metavar": "FRACTION",
         "help": "share of characters the model must cover (1.0 for small alphabets)"})
     dest: str | None = field(default=None, metadata={
         "metavar": "DIR", "help": "output directory (default: the directory of --train)"})
-    splits: str | None = field(default=None, metadata={"metavar": "NAMES", 
+    splits: str | None = field(default=None, metadata={"metavar": "NAMES",
         "help": "comma-separated splits to encode (default: every *.wrd file in DEST)"})
-    prefix: str = field(default="spm", metadata={"metavar": "NAME", 
+    prefix: str = field(default="spm", metadata={"metavar": "NAME",
         "help": "model file name prefix: DEST/PREFIX.model and PREFIX.vocab"})
     threads: int = field(default=1, metadata={"metavar": "N", "help": "sentencepiece training threads"})
 
@@ -72,7 +81,7 @@ def _same(name: str) -> dict:
 
 
 @dataclass
-class LhotseConfig:
+class LhotseConfig(TextOptions):
     """``w2v2-manifest lhotse``: lhotse manifests instead of a folder (manifests/README.md)."""
 
     recordings: str | None = field(default=None, metadata={"metavar": "FILE",
@@ -106,6 +115,3 @@ class LhotseConfig:
     punctuation: str = field(default="strip", metadata=_same("punctuation"))
     digits: str = field(default="keep", metadata=_same("digits"))
     progress: bool = field(default=True, metadata=_same("progress"))
-
-    def text_config(self) -> TextConfig:
-        return TextConfig(case=self.case, punctuation=self.punctuation, digits=self.digits)

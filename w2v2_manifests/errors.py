@@ -5,10 +5,12 @@ exiting with status 2; library callers get a ``ValueError`` subclass they can ca
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+
+from w2v2_common.errors import W2v2Error
 
 
-class ManifestError(ValueError):
+class ManifestError(W2v2Error, ValueError):
     """Base class: bad input that the user has to fix (message says what and where)."""
 
 

@@ -35,7 +35,8 @@ import random
 import re
 import sys
 from array import array
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Generator, Iterator
+from typing import Any, NamedTuple, cast
 from urllib.parse import quote
 
 import numpy as np
@@ -51,7 +52,8 @@ from .writer import AtomicOutputs
 
 SEGMENTS = "segments"  # DEST/segments/SPLIT/REC/UTT.flac
 READABLE_SOURCES = ("file", "memory")
-_REFUSED_WHY = {"command": "lhotse would run its shell command", "url": "lhotse would fetch remote data"}
+_REFUSED_WHY: dict[str | None, str] = {  # looked up with a source's "type", which may be missing
+    "command": "lhotse would run its shell command", "url": "lhotse would fetch remote data"}
 # lhotse reads these through a shell command line with the file name pasted in (.sph: sph2pipe,
 # unquoted; .opus: ffmpeg in single quotes, with its ffmpeg-subprocess backend): a name with a
 # character the shell interprets would run code. shlex.quote's test of a name that needs no quoting.
@@ -134,7 +136,8 @@ def _refuse_sources(obj: Any, where: str) -> None:
                         raise ManifestError(
                             f"{where}: recording {item.get('id')!r}: lhotse reads its file {name!r} through a "
                             "shell command line (sph2pipe/ffmpeg) and the name has characters the shell "
-                            "interprets, refused; rename the file (letters, digits and _.-/ only) or convert it to FLAC")
+                            "interprets, refused; rename the file (letters, digits and _.-/ only) or convert it "
+                            "to FLAC")
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
@@ -368,7 +371,8 @@ def _plan(lh: Any, u: _Utt, cfg: LhotseConfig, known: AudioInfo | None) -> tuple
         reasons.append(("sample_rate", f"{sr} Hz, expected {cfg.sample_rate}"))
     if reasons:
         return _Plan(reasons, None, start, duration, sr, None, 0), None
-    assert channel is not None
+    if channel is None:  # a bug: reasons are empty only when the channel was resolved
+        raise AssertionError("no channel for a usable recording")
     path = _whole_file(lh, rec, channel, start, duration)
     if path is None:
         return _Plan([], channel, start, duration, sr, None, 0), None
@@ -400,7 +404,7 @@ def safe_name(name: str) -> str:
     if q.startswith("."):
         q = "%2E" + q[1:]
     if len(q) > 180:
-        q = q[:160] + "~" + hashlib.sha1(name.encode("utf-8")).hexdigest()[:16]
+        q = q[:160] + "~" + hashlib.sha1(name.encode("utf-8"), usedforsecurity=False).hexdigest()[:16]
     return q
 
 
@@ -434,59 +438,85 @@ def _named(ids: list[str]) -> str:
     return ", ".join(ids[:_EXAMPLES]) + (", ..." if len(ids) > _EXAMPLES else "")
 
 
-def build_lhotse(cfg: LhotseConfig) -> BuildSummary:
-    """Write fairseq manifests from lhotse manifests; raise ManifestError on bad input."""
-    _check(cfg)
-    lh = _import_lhotse()
-    src: _RecordingsInput | _CutsInput
+def _open_input(lh: Any, cfg: LhotseConfig) -> _RecordingsInput | _CutsInput:
     if cfg.cuts:
-        src = _CutsInput(lh, cfg.cuts)
-    else:
-        assert cfg.recordings is not None
-        src = _RecordingsInput(lh, cfg.recordings, cfg.supervisions)
-    text_cfg = cfg.text_config()
-    seg_rel = f"{SEGMENTS}/{cfg.split_name}"
-    seg_final = os.path.join(os.path.realpath(cfg.dest), SEGMENTS, cfg.split_name)
+        return _CutsInput(lh, cfg.cuts)
+    if cfg.recordings is None:  # a bug: the CLI requires --recordings or --cuts
+        raise AssertionError("LhotseConfig needs recordings or cuts")
+    return _RecordingsInput(lh, cfg.recordings, cfg.supervisions)
 
-    # Pass 1: metadata and headers. Per utterance, the header read: frames >= 0 of a file
-    # used in place, -1 none read, -2 read but not used in place (kept in `other`).
-    # With labels, an utterance without supervision (a cut that has none) is left out: the
-    # folders of those count for the root only when there are no labels.
-    headers = array("q")
-    other: dict[int, AudioInfo] = {}
-    folders: dict[bool, set[str]] = {True: set(), False: set()}  # supervised? -> audio folders
+
+class _HeaderScan(NamedTuple):
+    headers: array  # per utterance: frames >= 0 of a file used in place, -1 none read, -2 read, not in place
+    other: dict[int, AudioInfo]  # the headers read of the -2 utterances
+    folders: dict[bool, set[str]]  # supervised? -> audio folders
+    any_text: bool
+
+
+def _scan_headers(lh: Any, src: _RecordingsInput | _CutsInput, cfg: LhotseConfig, seg_final: str) -> _HeaderScan:
+    """Pass 1: metadata and headers of every utterance."""
+    scan = _HeaderScan(array("q"), {}, {True: set(), False: set()}, False)
     any_text = False
     with tqdm(unit="utt", desc="checking", disable=not cfg.progress, file=sys.stderr, mininterval=0.5) as bar:
         for i, u in enumerate(src.utterances()):
             any_text = any_text or u.text is not None
             plan, info = _plan(lh, u, cfg, None)
             if plan.direct is not None:
-                headers.append(plan.frames)
-                folders[u.supervised].add(os.path.dirname(plan.direct))
+                scan.headers.append(plan.frames)
+                scan.folders[u.supervised].add(os.path.dirname(plan.direct))
             else:
-                headers.append(-1 if info is None else -2)
+                scan.headers.append(-1 if info is None else -2)
                 if info is not None:
-                    other[i] = info
+                    scan.other[i] = info
                 if not plan.reasons:
-                    folders[u.supervised].add(seg_final)
+                    scan.folders[u.supervised].add(seg_final)
             bar.update(1)
-    count = len(headers)
-    labels = cfg.labels != "none" and any_text
-    listed = folders[True] | (set() if labels else folders[False])
-    root = os.path.commonpath(sorted(listed)) if listed else os.path.realpath(cfg.dest)
+    return scan._replace(any_text=any_text)
+
+
+def _label_note(cfg: LhotseConfig) -> str:
+    """Why there are no labels (used when no utterance brings text)."""
     if cfg.labels == "none":
-        label_note = "none (--labels none)"
-    elif cfg.cuts:
-        label_note = "none (no supervision of a cut has text)"
-    else:
-        label_note = "none (no --supervisions)" if cfg.supervisions is None else "none (no supervision has text)"
-    summary = BuildSummary(dest=cfg.dest, splits=[], labels=label_note)
+        return "none (--labels none)"
+    if cfg.cuts:
+        return "none (no supervision of a cut has text)"
+    return "none (no --supervisions)" if cfg.supervisions is None else "none (no supervision has text)"
+
+
+def _note_outcome(summary: BuildSummary, src: _RecordingsInput | _CutsInput, counted: dict[str, int],
+                  left_out: list[str], segments_dir: str) -> None:
+    segments = f"{counted['segments']} segment(s) in {segments_dir}" if counted["segments"] else "no segments"
+    summary.notes.append(f"audio: {counted['in_place']} file(s) used in place, {segments}")
+    unused = src.unused or left_out
+    if unused:
+        summary.notes.append(f"{len(unused)} {src.unit}(s) without supervision left out: " + _named(unused))
+    if src.repeated:
+        summary.notes.append(f"{src.repeated} supervision(s) held by several cuts, written once")
+
+
+def build_lhotse(cfg: LhotseConfig) -> BuildSummary:
+    """Write fairseq manifests from lhotse manifests; raise ManifestError on bad input."""
+    _check(cfg)
+    lh = _import_lhotse()
+    src = _open_input(lh, cfg)
+    text_cfg = cfg.text_config()
+    seg_rel = f"{SEGMENTS}/{cfg.split_name}"
+    seg_final = os.path.join(os.path.realpath(cfg.dest), SEGMENTS, cfg.split_name)
+
+    # With labels, an utterance without supervision (a cut that has none) is left out: the
+    # folders of those count for the root only when there are no labels.
+    scan = _scan_headers(lh, src, cfg, seg_final)
+    count = len(scan.headers)
+    labels = cfg.labels != "none" and scan.any_text
+    listed = scan.folders[True] | (set() if labels else scan.folders[False])
+    root = os.path.commonpath(sorted(listed)) if listed else os.path.realpath(cfg.dest)
+    summary = BuildSummary(dest=cfg.dest, splits=[], labels=_label_note(cfg))
     counted = {"in_place": 0, "segments": 0}
     left_out: list[str] = []  # cuts without supervision, when there are labels
 
-    def records(outputs: AtomicOutputs) -> Iterator[Record]:
+    def records(outputs: AtomicOutputs) -> Generator[Record, None, None]:
         tmp_root = outputs.reserve_dir(seg_rel)
-        rand = random.Random(cfg.seed)  # one draw per utterance, bad ones included, as the scanner
+        rand = random.Random(cfg.seed)  # noqa: S311  # one draw per utterance, bad ones included, as the scanner
         with tqdm(total=count, unit="utt", desc="writing", disable=not cfg.progress, file=sys.stderr,
                   mininterval=0.5) as bar:
             for i, u in enumerate(src.utterances()):
@@ -497,8 +527,8 @@ def build_lhotse(cfg: LhotseConfig) -> BuildSummary:
                 if labels and not u.supervised:
                     left_out.append(u.key)
                     continue
-                code = headers[i]
-                known = AudioInfo(code, u.rec.sampling_rate, 1) if code >= 0 else other.get(i)
+                code = scan.headers[i]
+                known = AudioInfo(code, cast(Any, u.rec).sampling_rate, 1) if code >= 0 else scan.other.get(i)
                 plan, _ = _plan(lh, u, cfg, known)
                 reasons = list(plan.reasons)
                 words = None
@@ -513,6 +543,8 @@ def build_lhotse(cfg: LhotseConfig) -> BuildSummary:
                     continue
                 frames = 0
                 if not reasons:
+                    if u.rec is None:
+                        raise AssertionError(f"{u.where}: _plan gives no_recording when there is no recording")
                     name = os.path.join(safe_name(u.rec.id), safe_name(u.key) + ".flac")
                     frames, reasons = _write_segment(u.rec, plan, os.path.join(tmp_root, name))
                 if reasons:
@@ -522,14 +554,7 @@ def build_lhotse(cfg: LhotseConfig) -> BuildSummary:
                 counted["segments"] += 1
                 yield Record(os.path.relpath(os.path.join(seg_final, name), root), split, frames,
                              plan.sample_rate, [], words, src.kind if words is not None else None)
-        segments = (f"{counted['segments']} segment(s) in {os.path.join(cfg.dest, seg_rel)}"
-                    if counted["segments"] else "no segments")
-        summary.notes.append(f"audio: {counted['in_place']} file(s) used in place, {segments}")
-        unused = src.unused or left_out
-        if unused:
-            summary.notes.append(f"{len(unused)} {src.unit}(s) without supervision left out: " + _named(unused))
-        if src.repeated:
-            summary.notes.append(f"{src.repeated} supervision(s) held by several cuts, written once")
+        _note_outcome(summary, src, counted, left_out, os.path.join(cfg.dest, seg_rel))
 
     inputs = cfg.cuts or (cfg.supervisions or cfg.recordings)
     return write_manifests(cfg, root, labels, summary, records, f"utterance(s) in {inputs}")

@@ -17,8 +17,9 @@ import os
 import posixpath
 import signal
 from collections import deque
+from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 from .audio import AudioInfo, probe
 
@@ -148,7 +149,7 @@ def _pool_context() -> multiprocessing.context.BaseContext | None:
 
 
 def probe_files(root: str, files: Sequence[FileEntry], workers: int = 1, decode: bool = False,
-                sidecars: bool = False) -> Iterator[ProbeResult]:
+                sidecars: bool = False) -> Generator[ProbeResult, None, None]:
     """Yield one ProbeResult per file, in the order of ``files``.
 
     ``workers`` > 1 uses a process pool with a bounded window of chunks in flight. The

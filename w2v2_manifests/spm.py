@@ -18,11 +18,13 @@ from typing import NamedTuple
 
 import sentencepiece as spm
 
+from w2v2_common.units import dict_file_name, write_dict_lines
+
 from .config import SpmConfig
 from .errors import ManifestError
 from .writer import AtomicOutputs
 
-SPM_DICT = "dict.spm.txt"
+SPM_DICT = dict_file_name("spm")
 
 
 class SpmSummary(NamedTuple):
@@ -47,12 +49,8 @@ def _read_lines(path: str) -> list[str]:
         raise ManifestError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def train_spm(cfg: SpmConfig) -> SpmSummary:
-    if not os.path.isfile(cfg.train):
-        raise ManifestError(f"{cfg.train}: --train file not found; make it with w2v2-manifest ROOT --dest DIR")
-    if cfg.vocab_size < 1:
-        raise ManifestError(f"--vocab-size {cfg.vocab_size}: must be positive")
-    dest = cfg.dest or os.path.dirname(os.path.abspath(cfg.train))
+def _split_files(cfg: SpmConfig, dest: str) -> dict[str, str]:
+    """Split name -> its .wrd file: --splits, or every *.wrd in DEST (plus --train when it is there)."""
     train_split = os.path.basename(cfg.train)[:-len(".wrd")] if cfg.train.endswith(".wrd") else None
     if cfg.splits:
         split_files = {s.strip(): os.path.join(dest, s.strip() + ".wrd") for s in cfg.splits.split(",") if s.strip()}
@@ -65,6 +63,16 @@ def train_spm(cfg: SpmConfig) -> SpmSummary:
     for name, path in split_files.items():
         if not os.path.isfile(path):
             raise ManifestError(f"{path}: split {name!r} has no .wrd file")
+    return split_files
+
+
+def train_spm(cfg: SpmConfig) -> SpmSummary:
+    if not os.path.isfile(cfg.train):
+        raise ManifestError(f"{cfg.train}: --train file not found; make it with w2v2-manifest ROOT --dest DIR")
+    if cfg.vocab_size < 1:
+        raise ManifestError(f"--vocab-size {cfg.vocab_size}: must be positive")
+    dest = cfg.dest or os.path.dirname(os.path.abspath(cfg.train))
+    split_files = _split_files(cfg, dest)
     train_lines = _read_lines(cfg.train)
     if not any(line.strip() for line in train_lines):
         raise ManifestError(f"{cfg.train}: no text to train on")
@@ -110,8 +118,7 @@ def train_spm(cfg: SpmConfig) -> SpmSummary:
             lines[name] = len(source)
         if not any(os.path.abspath(p) == os.path.abspath(cfg.train) for p in split_files.values()):
             counts.update(p for text in train_lines for p in sp.encode(text, out_type=str))
-        fh = outputs.open(SPM_DICT)
-        for piece in sorted(vocab, key=lambda p: (-counts[p], vocab[p])):
-            fh.write(f"{piece} {counts[piece]}\n")
+        write_dict_lines(outputs.open(SPM_DICT),
+                         ((piece, counts[piece]) for piece in sorted(vocab, key=lambda p: (-counts[p], vocab[p]))))
         outputs.commit()
     return SpmSummary(os.path.join(dest, model_name), len(vocab), lines, unknown)

@@ -19,7 +19,13 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field
 
-WORD_BOUNDARY = "|"
+from w2v2_common.errors import W2v2Error
+from w2v2_common.units import LETTER_BOUNDARY, to_letters
+
+# to_letters is re-exported: w2v2_manifests' public API has always offered it here.
+__all__ = ["CASE_CHOICES", "DIGITS_CHOICES", "PUNCTUATION_CHOICES", "NormalizationError", "TextConfig", "normalize",
+           "to_letters"]
+
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 CASE_CHOICES = ("upper", "lower", "keep")
@@ -27,7 +33,7 @@ PUNCTUATION_CHOICES = ("strip", "keep")
 DIGITS_CHOICES = ("keep", "error")
 
 
-class NormalizationError(ValueError):
+class NormalizationError(W2v2Error, ValueError):
     """The text cannot be used as given; the caller adds the file and line."""
 
 
@@ -71,16 +77,7 @@ def normalize(text: str, cfg: TextConfig) -> str:
         if digits:
             raise NormalizationError(
                 f"contains digits ({''.join(digits)}); write numbers out as words or use --digits keep")
-    if WORD_BOUNDARY in text:
+    if LETTER_BOUNDARY in text:
         raise NormalizationError(
             "contains '|', the word-boundary symbol of .ltr labels; remove it or use --punctuation strip")
     return text
-
-
-def to_letters(words: str) -> str:
-    """fairseq's letter format: "HELLO WORLD" -> "H E L L O | W O R L D |".
-
-    Each word's characters separated by spaces, "|" after every word (including the last),
-    exactly what fairseq's examples/wav2vec/libri_labels.py writes.
-    """
-    return " ".join(" ".join(word) + " " + WORD_BOUNDARY for word in words.split())

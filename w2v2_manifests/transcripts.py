@@ -21,7 +21,8 @@ from __future__ import annotations
 import csv
 import os
 import posixpath
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from .errors import TranscriptError
 
@@ -58,7 +59,7 @@ _EXAMPLES = 3  # unused entries named in the summary (the rest are counted)
 
 
 def _note_unused(examples: list[str], entries: list[Transcript], key_of: list[str]) -> None:
-    for key, t in zip(key_of, entries):
+    for key, t in zip(key_of, entries, strict=False):
         if len(examples) >= _EXAMPLES:
             return
         examples.append(f"{key} ({t.source}:{t.line})")
@@ -127,7 +128,7 @@ class LibriSpeechTranscripts:
 def _table_rows(path: str) -> Iterator[tuple[int, list[str]]]:
     if path.lower().endswith(".csv"):
         try:
-            with open(path, "r", encoding="utf-8-sig", newline="") as fh:
+            with open(path, encoding="utf-8-sig", newline="") as fh:
                 reader = csv.reader(fh)
                 try:
                     for row in reader:

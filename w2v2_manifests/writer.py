@@ -1,10 +1,15 @@
 """All-or-nothing output files: written under temporary names in DEST, renamed at the end.
 
 A run that fails or is interrupted (exception, Ctrl-C) removes its temporary files and
-leaves DEST exactly as it was. The temporary names are hidden (``.NAME.tmp-PID``) and live
-in DEST itself, so the final ``os.replace`` is a same-directory rename. A folder of files
+leaves DEST exactly as it was. The temporary names are hidden (``.NAME.XXXXXXXX.tmp``, from
+:func:`w2v2_common.fileio.mkstemp`, so they get a plain file's mode) and live beside their
+final names, so the final ``os.replace`` is a same-directory rename. A folder of files
 (``reserve_dir``: audio segments) is filled under a hidden temporary name beside its final
 place and swapped in at commit, the previous folder deleted after every rename succeeded.
+
+Unlike :func:`w2v2_common.fileio.atomic_path` (one file), the files here are committed
+together, after all of them were written, and :meth:`AtomicOutputs.unchanged` can compare
+each with the file it replaces before that.
 """
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ import filecmp
 import os
 import shutil
 from types import TracebackType
-from typing import TextIO
+from typing import TextIO, cast
+
+from w2v2_common.fileio import mkdtemp, mkstemp, plain_file_mode
 
 
 class AtomicOutputs:
@@ -28,16 +35,24 @@ class AtomicOutputs:
     def open(self, name: str) -> TextIO:
         """A writable text handle for ``dest/name`` (UTF-8, "\\n" line ends)."""
         if name in self._files:
-            return self._files[name][1]
-        tmp = os.path.join(self.dest, f".{name}.tmp-{os.getpid()}")
+            # None only for a name given to reserve(), which callers never also open()
+            return cast(TextIO, self._files[name][1])
+        tmp = self._new_temp_file(name)
         fh = open(tmp, "w", encoding="utf-8", newline="\n")
         self._files[name] = (tmp, fh)
         return fh
 
     def reserve(self, name: str) -> str:
-        """A temporary path for ``dest/name`` that another tool fills (e.g. sentencepiece)."""
-        tmp = os.path.join(self.dest, f".{name}.tmp-{os.getpid()}")
+        """A temporary path for ``dest/name`` that another tool fills (e.g. sentencepiece);
+        it exists (empty) already, so the tool may replace it."""
+        tmp = self._new_temp_file(name)
         self._files[name] = (tmp, None)
+        return tmp
+
+    def _new_temp_file(self, name: str) -> str:
+        directory, base = os.path.split(os.path.join(self.dest, name))
+        fd, tmp = mkstemp(dir=directory, prefix=f".{base}.", suffix=".tmp")
+        os.close(fd)
         return tmp
 
     def reserve_dir(self, name: str) -> str:
@@ -52,15 +67,9 @@ class AtomicOutputs:
         for folder in reversed(missing):
             os.mkdir(folder)
             self._made.append(folder)
-        tmp = os.path.join(os.path.dirname(final), f".{base}.tmp-{os.getpid()}")
-        if os.path.isdir(tmp):  # left by a killed run of the same pid
-            shutil.rmtree(tmp)
-        os.mkdir(tmp)
+        tmp = mkdtemp(dir=os.path.dirname(final), prefix=f".{base}.")
         self._dirs[name] = tmp
         return tmp
-
-    def temp_path(self, name: str) -> str:
-        return self._files[name][0]
 
     def unchanged(self, name: str) -> bool:
         """True when ``dest/name`` already exists with exactly the bytes being written."""
@@ -80,6 +89,7 @@ class AtomicOutputs:
                 fd = os.open(tmp, os.O_RDONLY)
                 os.fsync(fd)
                 os.close(fd)
+                os.chmod(tmp, plain_file_mode())  # the tool may have created its file 0600
                 continue
             fh.flush()
             os.fsync(fh.fileno())
@@ -130,7 +140,7 @@ class AtomicOutputs:
         self._dirs.clear()
         self._done = True
 
-    def __enter__(self) -> "AtomicOutputs":
+    def __enter__(self) -> AtomicOutputs:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -12,7 +12,9 @@ import logging
 # the plugin's command-line tools quiet about it.
 logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
 
-from . import data  # noqa: F401  (datasets first: tasks import them)
-from . import models  # noqa: F401
-from . import criterions  # noqa: F401
-from . import tasks  # noqa: F401
+# Registration order matters (datasets first: tasks import them), so these lines are not
+# sorted, and they follow the logging setup above on purpose.
+from . import data  # noqa: E402, F401, I001
+from . import models  # noqa: E402, F401, I001
+from . import criterions  # noqa: E402, F401, I001
+from . import tasks  # noqa: E402, F401, I001

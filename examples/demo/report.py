@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from w2v2_common.fileio import atomic_path, write_text_atomic
 
 from .logs import Curves
 
@@ -85,12 +86,6 @@ def summary_sentence(rows: list[Row]) -> str:
             f"over Viterbi.")
 
 
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_results(folder: Path, rows: list[Row], labeled_minutes: float, context: dict,
                   commands: list[str], summary: str = "") -> tuple[Path, Path]:
     """results.md (table, summary, completed updates, setup, commands) and results.json in
@@ -100,11 +95,12 @@ def write_results(folder: Path, rows: list[Row], labeled_minutes: float, context
     md = ["# w2v2-plugin demo results", "",
           f"Labeled data: {labeled_minutes:g} min; WER/CER in %. Test = held-out sentences read by "
           "held-out synthetic speakers; LM weight and word score tuned on dev.", "",
-          table, "", summary, "", *_updates_lines(context), "## Setup", "", "```json", json.dumps(context, indent=1), "```", "",
+          table, "", summary, "", *_updates_lines(context),
+          "## Setup", "", "```json", json.dumps(context, indent=1), "```", "",
           "## Commands (as run)", "", "```", *commands, "```", ""]
     md_path, json_path = folder / "results.md", folder / "results.json"
-    _atomic(md_path, "\n".join(md))
-    _atomic(json_path, json.dumps({"labeled_minutes": labeled_minutes, "rows": [asdict(r) for r in rows],
+    write_text_atomic(md_path, "\n".join(md))
+    write_text_atomic(json_path, json.dumps({"labeled_minutes": labeled_minutes, "rows": [asdict(r) for r in rows],
                                    "improvement": improvements(rows), "summary": summary,
                                    "context": context, "commands": commands}, indent=1) + "\n")
     return md_path, json_path
@@ -151,9 +147,7 @@ def plot_curves(path: Path, pretrain: Curves, finetune: dict[str, Curves]) -> Pa
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".part.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")  # the temporary name has no .png to infer it from
     plt.close(fig)
-    os.replace(tmp, path)
     return path

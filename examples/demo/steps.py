@@ -13,8 +13,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -70,7 +71,8 @@ def run_step(name: str, argv: list[str], logs: Path, total_updates: int | None =
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(resolve(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, env=child_env, bufsize=1)
-        assert proc.stdout is not None
+        if proc.stdout is None:  # stdout=PIPE always gives one
+            raise AssertionError("Popen(stdout=PIPE) returned no stdout")
         post: dict[str, str] = {}
         for line in proc.stdout:
             log.write(line)

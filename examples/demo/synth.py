@@ -22,13 +22,16 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import soundfile as sf
 from tqdm import tqdm
+
+from w2v2_common.fileio import atomic_path, write_text_atomic
 
 from .corpus import CorpusTextError, Sentence, TextSplits, read_sentences, split_sentences
 from .speakers import Speaker, make_speakers
@@ -97,17 +100,16 @@ def _speak(job: tuple[str, list[str], str]) -> int:
     ``sox -R`` (repeatable) and ``-D`` (no dither) keep the bytes identical run to run.
     """
     text, espeak_args, dest = job
-    tmp = dest + ".part"
-    Path(dest).parent.mkdir(parents=True, exist_ok=True)
-    espeak = subprocess.Popen(["espeak-ng", *espeak_args, "--stdout", text],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    sox = subprocess.run(["sox", "-R", "-D", "-t", "wav", "-", "-t", "flac", "-r", str(SAMPLE_RATE),
-                          "-c", "1", "-b", "16", tmp], stdin=espeak.stdout, capture_output=True)
-    espeak.stdout.close()  # type: ignore[union-attr]
-    err = espeak.stderr.read().decode() if espeak.stderr else ""  # type: ignore[union-attr]
-    if espeak.wait() != 0 or sox.returncode != 0:
-        raise RuntimeError(f"synthesis of {dest} failed: {err.strip()} {sox.stderr.decode().strip()}")
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        # argv lists (no shell) of the tools `make sysdeps` installs on PATH
+        espeak = subprocess.Popen(["espeak-ng", *espeak_args, "--stdout", text],  # noqa: S603,S607
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sox = subprocess.run(["sox", "-R", "-D", "-t", "wav", "-", "-t", "flac", "-r", str(SAMPLE_RATE),  # noqa: S603,S607
+                              "-c", "1", "-b", "16", tmp], stdin=espeak.stdout, capture_output=True)
+        espeak.stdout.close()  # type: ignore[union-attr]  # reason: stdout=PIPE, so never None
+        err = espeak.stderr.read().decode() if espeak.stderr else ""
+        if espeak.wait() != 0 or sox.returncode != 0:
+            raise RuntimeError(f"synthesis of {dest} failed: {err.strip()} {sox.stderr.decode().strip()}")
     return sf.info(dest).frames
 
 
@@ -133,7 +135,7 @@ def _plan(split: str, sentences: list[Sentence], speakers: list[Speaker], seed: 
     Sentences go round in reshuffled passes (each sentence once per pass); speakers are drawn
     at random for train splits and taken in turn for dev/test (even speaker balance).
     """
-    rng = random.Random(f"{seed}-{split}")
+    rng = random.Random(f"{seed}-{split}")  # noqa: S311  # reason: a reproducible draw, not a secret
     per_speaker: dict[int, int] = {}
     # Chapter code per split kind; labeled subsets keep their source's ids (same audio).
     split_code = {"train-unlabeled": 1, "dev": 8, "test": 9}.get(split, 2)
@@ -171,7 +173,7 @@ def _synthesize_until(stream: Iterator[Utterance], seconds: float, root: Path, p
             estimate += utt.estimated_seconds()
         jobs = [(u.sentence.text, u.speaker.espeak_args(), str(u.path(root))) for u in batch]
         frames = pool.imap(_speak, jobs, chunksize=4) if pool else map(_speak, jobs)
-        for utt, n in zip(batch, frames):
+        for utt, n in zip(batch, frames, strict=False):
             dur = n / SAMPLE_RATE
             if total >= seconds:  # over the target: this one is not part of the split
                 utt.path(root).unlink()
@@ -190,9 +192,7 @@ def _write_transcripts(utts: list[tuple[Utterance, float]], root: Path, split: s
         chapters.setdefault(folder / f"{utt.speaker.id}-{utt.chapter}.trans.txt", []).append(
             f"{utt.uid} {utt.sentence.words}")
     for path, lines in chapters.items():
-        tmp = path.with_suffix(".part")
-        tmp.write_text("\n".join(sorted(lines)) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, "\n".join(sorted(lines)) + "\n")
 
 
 def _link_subset(utts: list[tuple[Utterance, float]], root: Path, split: str) -> None:
@@ -206,12 +206,6 @@ def _link_subset(utts: list[tuple[Utterance, float]], root: Path, split: str) ->
             os.link(src, dest)
         except OSError:
             shutil.copyfile(src, dest)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _identity(cfg: SynthConfig) -> dict:
@@ -246,7 +240,7 @@ def synthesize(cfg: SynthConfig, quiet: bool = False) -> dict:
     for name, lines in (("lm.txt", text.lm_lines()), ("train.txt", text.lm_lines()),
                         ("dev.txt", [s.words for s in text.dev]),
                         ("test.txt", [s.words for s in text.test])):
-        _atomic_write(out / "text" / name, "\n".join(lines) + "\n")
+        write_text_atomic(out / "text" / name, "\n".join(lines) + "\n")
 
     results: list[SplitResult] = []
     pool = Pool(cfg.jobs) if cfg.jobs > 1 else None
@@ -292,7 +286,7 @@ def synthesize(cfg: SynthConfig, quiet: bool = False) -> dict:
         "speakers": {k: [s._asdict() for s in v] for k, v in speakers.items()},
         "seconds": round(elapsed, 1),
     }
-    _atomic_write(stamp, json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(stamp, json.dumps(summary, indent=1) + "\n")
     if not quiet:
         parts = [f"{r.name} {r.seconds / 3600:.2f} h" if r.seconds >= 3600 else
                  f"{r.name} {r.seconds / 60:.1f} min" for r in results]

@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import fields
-from typing import Sequence
 
 from ..decoding.decoders import DECODER_TYPES, DecoderConfig
 from ..decoding.emissions import ChunkConfig
 from ..decoding.errors import DecodingError
-from ..decoding.parallel import default_workers
-from ..decoding.tune import TuneConfig, read_tuned
+from ..inference.parallel import default_workers
+from ..inference.tune import TuneConfig, read_tuned
 
 DECODER_FLAGS = ("lm", "lexicon", "beam", "beam_size_token", "beam_threshold", "lm_weight", "word_score",
                  "unk_weight", "sil_weight", "nbest")
@@ -29,7 +29,7 @@ DECODER_FLAGS = ("lm", "lexicon", "beam", "beam_size_token", "beam_threshold", "
 
 def _help(cls: type, name: str) -> str:
     f = next(f for f in fields(cls) if f.name == name)
-    default = f.default if f.default is not f.default_factory else None  # type: ignore[misc]
+    default = f.default if f.default is not f.default_factory else None
     text = f.metadata.get("help", "")
     return text if "default" in text else f"{text} (default: {default})"
 
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace):
-    from ..decoding.pipeline import InferConfig
+    from ..inference.pipeline import InferConfig
 
     dec: dict = {"type": args.decoder}
     if args.decoder_params:
@@ -102,9 +102,10 @@ def config_from_args(args: argparse.Namespace):
         tune = TuneConfig(trials=args.tune_trials, method=args.tune_method, seed=args.tune_seed,
                           lm_weight=tuple(args.lm_weight_range), word_score=tuple(args.word_score_range))
     return InferConfig(data=data, subset=args.subset or "test", inputs=inputs or (), path=args.path,
-                       dict=args.dict, trust_checkpoint=args.trust_checkpoint, emissions=args.emissions, save_emissions=args.save_emissions,
-                       results_path=args.results_path, decoder=DecoderConfig(**dec), workers=max(1, args.workers),
-                       max_tokens=args.max_tokens, device=args.device, chunk=ChunkConfig(args.chunk_seconds, args.context_seconds),
+                       dict=args.dict, trust_checkpoint=args.trust_checkpoint, emissions=args.emissions,
+                       save_emissions=args.save_emissions, results_path=args.results_path,
+                       decoder=DecoderConfig(**dec), workers=max(1, args.workers), max_tokens=args.max_tokens,
+                       device=args.device, chunk=ChunkConfig(args.chunk_seconds, args.context_seconds),
                        tune=tune, progress=not args.quiet)
 
 
@@ -112,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        from ..decoding.pipeline import run
+        from ..inference.pipeline import run
 
         summary = run(config_from_args(args))
     except DecodingError as e:
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if summary.hypos_path:
         print(f"wrote {summary.hypos_path} and {summary.summary_path}")
     elif summary.utterances <= 20:  # no results dir: show the transcripts themselves
-        for utt_id, hyps in zip(summary.ids, summary.hypotheses):
+        for utt_id, hyps in zip(summary.ids, summary.hypotheses, strict=False):
             print(f"{utt_id}\t{hyps[0].text}")
     print(summary.line())
     return 0

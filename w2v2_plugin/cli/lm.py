@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import fields
-from typing import Sequence
 
 from ..decoding.errors import DecodingError
-from ..decoding.lm_build import LMBuildConfig
 from ..decoding.lm_files import KENLM_MAX_ORDER
+from ..lm.lm_build import LMBuildConfig
 
 
 def _help(name: str) -> str:
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from ..decoding.lm_build import build_lm
+    from ..lm.lm_build import build_lm
 
     cfg = LMBuildConfig(corpus=args.corpus, out=args.out, order=args.order, dict=args.dict,
                         spm_model=args.spm_model, case=args.case, unit_lm=args.unit_lm, prune=tuple(args.prune),

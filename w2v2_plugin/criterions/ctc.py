@@ -28,8 +28,12 @@ from fairseq.logging import metrics
 from fairseq.logging.meters import safe_round
 from omegaconf import II
 
+from w2v2_common.errors import W2v2Error
 
-class NonFiniteLossError(FloatingPointError):
+from ..decoding.metrics import ErrorCounts
+
+
+class NonFiniteLossError(W2v2Error, FloatingPointError):
     """Too many consecutive non-finite losses; the message says what to check."""
 
 
@@ -43,10 +47,10 @@ class W2v2CtcCriterionConfig(FairseqDataclass):
         metadata={"help": "how to post process predictions into words. can be letter, "
                           "wordpiece, BPE symbols, etc. "
                           "See fairseq.data.data_utils.post_process() for full list of options"})
-    wer_kenlm_model: Optional[str] = field(
+    wer_kenlm_model: Optional[str] = field(  # noqa: UP045  # reason: fairseq parses only Optional[...] into CLI flags
         default=None,
         metadata={"help": "not supported during training (decode with w2v2-infer instead)"})
-    wer_lexicon: Optional[str] = field(
+    wer_lexicon: Optional[str] = field(  # noqa: UP045  # reason: fairseq parses only Optional[...] into CLI flags
         default=None, metadata={"help": "lexicon to use with wer_kenlm_model"})
     wer_lm_weight: float = field(
         default=2.0, metadata={"help": "lm weight to use with wer_kenlm_model"})
@@ -54,7 +58,7 @@ class W2v2CtcCriterionConfig(FairseqDataclass):
         default=-1.0, metadata={"help": "lm word score to use with wer_kenlm_model"})
     wer_sil_weight: float = field(
         default=0, metadata={"help": "lm silence weight to use with wer_kenlm_model"})
-    wer_args: Optional[str] = field(
+    wer_args: Optional[str] = field(  # noqa: UP045  # reason: fairseq parses only Optional[...] into CLI flags
         default=None,
         metadata={"help": "DEPRECATED: tuple of (wer_kenlm_model, wer_lexicon, wer_lm_weight, "
                           "wer_word_score)"})
@@ -63,16 +67,6 @@ class W2v2CtcCriterionConfig(FairseqDataclass):
         default=20,
         metadata={"help": "stop training after this many training batches in a row had a NaN/inf "
                           "loss (each is skipped: zero loss, zero gradient); 0 = never stop"})
-
-
-@dataclass
-class ErrorCounts:
-    """Unit and word edit distances of Viterbi (best path) CTC decoding against references."""
-
-    unit_errors: int = 0
-    units: int = 0
-    word_errors: int = 0
-    words: int = 0
 
 
 @register_criterion("w2v2_ctc", dataclass=W2v2CtcCriterionConfig)
@@ -140,7 +134,8 @@ class W2v2CtcCriterion(FairseqCriterion):
         }
         if not model.training:
             counts = self.viterbi_errors(lprobs, target, input_lengths)
-            logging_output.update(c_errors=counts.unit_errors, c_total=counts.units,
+            # ErrorCounts' "chars" are this criterion's units (letters or pieces, as fairseq counts c_errors)
+            logging_output.update(c_errors=counts.char_errors, c_total=counts.chars,
                                   w_errors=counts.word_errors, wv_errors=counts.word_errors,
                                   w_total=counts.words)
         return loss, sample_size, logging_output
@@ -172,21 +167,20 @@ class W2v2CtcCriterion(FairseqCriterion):
     @torch.no_grad()
     def viterbi_errors(self, lprobs: torch.Tensor, target: torch.Tensor,
                        input_lengths: torch.Tensor) -> ErrorCounts:
-        """Best-path decode each utterance and count unit and word edit distances."""
-        counts = ErrorCounts()
+        """Best-path decode each utterance and count unit and word edit distances (the unit
+        counts go in ``char_errors``/``chars``)."""
+        counts = ErrorCounts(0, 0, 0, 0)
         dictionary = self.task.target_dictionary
         lprobs_bt = lprobs.transpose(0, 1).float().cpu()  # (B, T, V)
-        for lp, t, length in zip(lprobs_bt, target.cpu(), input_lengths.cpu()):
+        for lp, t, length in zip(lprobs_bt, target.cpu(), input_lengths.cpu(), strict=False):
             toks = lp[: int(length)].argmax(dim=-1).unique_consecutive()
             pred_units = toks[toks != self.blank_idx].tolist()
             ref = t[(t != self.pad_idx) & (t != self.eos_idx)]
             ref_units = ref.tolist()
-            counts.unit_errors += editdistance.eval(pred_units, ref_units)
-            counts.units += len(ref_units)
             ref_words = post_process(dictionary.string(ref), self.post_process).split()
             pred_words = post_process(dictionary.string(pred_units), self.post_process).split()
-            counts.word_errors += editdistance.eval(pred_words, ref_words)
-            counts.words += len(ref_words)
+            counts += ErrorCounts(word_errors=editdistance.eval(pred_words, ref_words), words=len(ref_words),
+                                  char_errors=editdistance.eval(pred_units, ref_units), chars=len(ref_units))
         return counts
 
     # ------------------------------------------------------------------- logging

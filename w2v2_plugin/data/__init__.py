@@ -1,3 +1,5 @@
 """Importing this subpackage registers its contents with fairseq."""
-from . import manifest  # noqa: F401,E402
-from . import raw_audio  # noqa: F401,E402
+from . import (
+    manifest,  # noqa: F401,E402
+    raw_audio,  # noqa: F401,E402
+)

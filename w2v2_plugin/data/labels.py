@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from fairseq.data import Dictionary
 
-WORD_BOUNDARY = "|"
-SPM_WORD_START = "\u2581"  # sentencepiece's word-start marker
+from w2v2_common.errors import W2v2Error
+from w2v2_common.units import is_blank_label, parse_dict_line
 
 
-class LabelError(ValueError):
+class LabelError(W2v2Error, ValueError):
     """Bad transcripts or dictionary; the message names the file and says what to do."""
 
 
@@ -49,11 +50,13 @@ def load_dictionary(path: str) -> Dictionary:
             line = line.rstrip("\n")
             if not line.strip():
                 raise LabelError(f"{path}:{lineno}: empty line in the dictionary; remove it")
-            parts = line.rstrip().rsplit(" ", 1)
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            # fairseq's "#fairseq:overwrite" flag is not accepted: a training dictionary
+            # lists each symbol once (see the duplicate check below)
+            entry = parse_dict_line(line, allow_overwrite=False)
+            if entry is None:
                 raise LabelError(
                     f"{path}:{lineno}: expected '<symbol> <count>', got {line!r}")
-            sym, count = parts[0], int(parts[1])
+            sym, count = entry.symbol, entry.count
             if sym in d.indices:
                 raise LabelError(f"{path}:{lineno}: symbol {sym!r} listed twice; keep one")
             d.add_symbol(sym, n=count)
@@ -80,7 +83,7 @@ def dictionary_from_state(state: dict[str, Any] | Dictionary) -> Dictionary:
         return state
     d = Dictionary(bos=state["bos"], pad=state["pad"], eos=state["eos"], unk=state["unk"],
                    add_special_symbols=False)
-    for sym, count in zip(state["symbols"], state["count"]):
+    for sym, count in zip(state["symbols"], state["count"], strict=False):
         d.add_symbol(sym, n=count, overwrite=True)
     d.bos_index, d.pad_index = d.indices[state["bos"]], d.indices[state["pad"]]
     d.eos_index, d.unk_index = d.indices[state["eos"]], d.indices[state["unk"]]
@@ -170,7 +173,7 @@ def read_label_lines(label_path: str, manifest_path: str, num_entries: int | Non
             f"{num_entries} audio entries ({more_or_fewer} labels than audio); the files must "
             f"be line-aligned: one transcript per manifest entry, in the same order")
     for i, line in enumerate(lines):
-        if not line.replace(WORD_BOUNDARY, " ").strip():
+        if is_blank_label(line):
             raise LabelError(
                 f"{label_path}:{i + 1}: empty transcript (manifest entry {i + 1}); CTC needs "
                 f"at least one label per utterance: remove the entry from both files or add its text")
@@ -179,7 +182,7 @@ def read_label_lines(label_path: str, manifest_path: str, num_entries: int | Non
 
 class UnknownSymbol(NamedTuple):
     symbol: str
-    count: int
+    count: int  # type: ignore[assignment]  # reason: a public field name; NamedTuple allows shadowing tuple.count
     first_line: int  # 1-based line in the label file
 
 

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import NamedTuple, Protocol, Sequence
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+
+from w2v2_common.units import LETTER_BOUNDARY, SP_BOUNDARY
 
 from .errors import DecodingError
 from .lexicon import Lexicon, load_lexicon
 from .lm_files import LMInfo, inspect_lm
 from .timestamps import WordSpan, word_spans
-from .units import LETTER_BOUNDARY, SP_BOUNDARY, UnitDictionary
+from .units import UnitDictionary
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +61,6 @@ class DecoderConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DecoderConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class Hypothesis(NamedTuple):
@@ -142,15 +140,15 @@ class _FlashlightDecoder:
         block = max(self.stream_lookback, 1000)
         ptr, row = em.ctypes.data, n_units * em.itemsize
         pieces: list[list[int]] = []
-        dec.decode_begin()  # type: ignore[attr-defined]
+        dec.decode_begin()  # type: ignore[attr-defined]  # reason: flashlight-text has no stubs
         for start in range(0, n_frames, block):
             n = min(block, n_frames - start)
-            dec.decode_step(ptr + start * row, n, n_units)  # type: ignore[attr-defined]
+            dec.decode_step(ptr + start * row, n, n_units)  # type: ignore[attr-defined]  # reason: flashlight-text has no stubs
             if start + n < n_frames:
-                pieces.append(list(dec.get_best_hypothesis(self.stream_lookback).tokens))  # type: ignore[attr-defined]
-                dec.prune(self.stream_lookback)  # type: ignore[attr-defined]
-        dec.decode_end()  # type: ignore[attr-defined]
-        finals = dec.get_all_final_hypothesis()  # type: ignore[attr-defined]
+                pieces.append(list(dec.get_best_hypothesis(self.stream_lookback).tokens))  # type: ignore[attr-defined]  # reason: flashlight-text has no stubs
+                dec.prune(self.stream_lookback)  # type: ignore[attr-defined]  # reason: flashlight-text has no stubs
+        dec.decode_end()  # type: ignore[attr-defined]  # reason: flashlight-text has no stubs
+        finals = dec.get_all_final_hypothesis()  # type: ignore[attr-defined]  # reason: flashlight-text has no stubs
         if not finals:
             logger.warning("beam search found no complete hypothesis; using the Viterbi path")
             return ViterbiDecoder(self.units).decode(em)
@@ -174,7 +172,7 @@ class _FlashlightDecoder:
         if n_frames > self.stream_after:
             return self._decode_streaming(em)
         # flashlight reads the buffer through a raw pointer: ``em`` must stay alive for the call.
-        results = self._decoder.decode(em.ctypes.data, n_frames, n_units)  # type: ignore[attr-defined]
+        results = self._decoder.decode(em.ctypes.data, n_frames, n_units)  # type: ignore[attr-defined]  # reason: flashlight-text has no stubs
         hyps: list[Hypothesis] = []
         seen: set[str] = set()
         for r in results:
@@ -216,13 +214,27 @@ def _extend_word_ends(frames: list[int], em: np.ndarray, units: UnitDictionary) 
     return fixed
 
 
+class _FlWordDict(Protocol):
+    """The part of flashlight-text's Dictionary used here (flashlight-text has no stubs)."""
+
+    def get_index(self, entry: str) -> int: ...
+
+
+class _FlLM(Protocol):
+    """The part of flashlight-text's LM (KenLM) used here (flashlight-text has no stubs)."""
+
+    def start(self, start_with_nothing: bool) -> Any: ...
+
+    def score(self, state: Any, usr_token_idx: int) -> tuple[Any, float]: ...
+
+
 def _criterion():
     from flashlight.lib.text.decoder import CriterionType
 
     return CriterionType.CTC
 
 
-def _load_kenlm(path: str, word_dict: object) -> object:
+def _load_kenlm(path: str, word_dict: _FlWordDict) -> _FlLM:
     from flashlight.lib.text.decoder.kenlm import KenLM
 
     try:
@@ -232,7 +244,7 @@ def _load_kenlm(path: str, word_dict: object) -> object:
         raise DecodingError(f"{path}: KenLM cannot load this LM ({first}); rebuild it with 'w2v2-lm build'") from None
 
 
-def _word_dictionary(words: Sequence[str]) -> object:
+def _word_dictionary(words: Sequence[str]) -> _FlWordDict:
     """flashlight Dictionary of LM words; KenLM needs ``<unk>`` in it."""
     from flashlight.lib.text.dictionary import Dictionary
 
@@ -245,7 +257,7 @@ def _word_dictionary(words: Sequence[str]) -> object:
     return d
 
 
-def _lm_misses(lm: object, word_dict: object, words: Sequence[str], info: LMInfo) -> list[str]:
+def _lm_misses(lm: _FlLM, word_dict: _FlWordDict, words: Sequence[str], info: LMInfo) -> list[str]:
     """Words the LM does not know (scored as ``<unk>``).
 
     Exact for ARPA (its unigram list); for a binary LM, a word whose start-of-sentence score is
@@ -253,11 +265,11 @@ def _lm_misses(lm: object, word_dict: object, words: Sequence[str], info: LMInfo
     """
     if info.vocab is not None:
         return [w for w in words if w not in info.vocab]
-    state = lm.start(False)  # type: ignore[attr-defined]
-    _, unk_score = lm.score(state, word_dict.get_index("<unk>"))  # type: ignore[attr-defined]
+    state = lm.start(False)
+    _, unk_score = lm.score(state, word_dict.get_index("<unk>"))
     misses = []
     for w in words:
-        _, s = lm.score(state, word_dict.get_index(w))  # type: ignore[attr-defined]
+        _, s = lm.score(state, word_dict.get_index(w))
         if s == unk_score:
             misses.append(w)
     return misses
@@ -275,7 +287,7 @@ class KenLMDecoder(_FlashlightDecoder):
         self.units, self.nbest = units, cfg.nbest
         self.stream_after, self.stream_lookback = cfg.stream_after, cfg.stream_lookback
         self._lm_weight, self._word_score, self._sil_weight = cfg.lm_weight, cfg.word_score, cfg.sil_weight
-        units.kind  # raises when the units have no word boundary
+        _ = units.kind  # raises when the units have no word boundary
         info = inspect_lm(cfg.lm)
         lexicon: Lexicon = load_lexicon(cfg.lexicon, units)
         words = lexicon.words()

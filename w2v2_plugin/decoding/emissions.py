@@ -1,9 +1,9 @@
 """Acoustic model -> CTC emissions (log-probs per frame), with long-audio chunking.
 
-Loading: the file is read without running code from it (:mod:`w2v2_plugin.checkpoint_io`),
+Loading: the file is read without running code from it (:mod:`w2v2_plugin.interop.checkpoint_io`),
 then fairseq's ``checkpoint_utils.load_model_ensemble_and_task`` builds the model from that
 state (the plugin imported, as ``--user-dir`` does); fairseq ``wav2vec_ctc`` checkpoints go
-through :mod:`w2v2_plugin.conversion_ctc` first, in memory. Any
+through :mod:`w2v2_plugin.interop.fairseq_ctc` first, in memory. Any
 model with fairseq's CTC interface works: ``net_out = model(source=wav, padding_mask=pm)``,
 ``model.get_normalized_probs(net_out, log_probs=True)`` -> (frame, batch, unit).
 
@@ -17,21 +17,22 @@ see local context gives exactly the whole-file emissions, and memory is bounded 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.conv_geometry import ConvLayerSpec, ConvSpecError, default_conv_layers, frame_geometry, parse_conv_layers
 from .errors import DecodingError
 from .units import UnitDictionary
 
 logger = logging.getLogger(__name__)
 
 PRETRAINING_MODELS = ("wav2vec2", "w2v2", "wav2vec", "hubert", "data2vec_audio")
-DEFAULT_CONV = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2  # wav2vec 2.0's encoder
 
 
 @dataclass
@@ -43,22 +44,10 @@ class ChunkConfig:
                                                                   "seen by the model but not kept"})
 
 
-class FrameGeometry(NamedTuple):
-    """Feature-encoder geometry: samples per frame step and per frame's receptive field."""
+class _CtcOutputs(Protocol):
+    """What is used of a fairseq CTC model besides calling it."""
 
-    stride: int
-    receptive_field: int
-
-    def n_frames(self, n_samples: int) -> int:
-        return max(0, (n_samples - self.receptive_field) // self.stride + 1)
-
-
-def conv_geometry(conv_layers: Sequence[tuple[int, int, int]]) -> FrameGeometry:
-    stride, rf = 1, 1
-    for _, kernel, s in conv_layers:
-        rf += (kernel - 1) * stride
-        stride *= s
-    return FrameGeometry(stride, rf)
+    def get_normalized_probs(self, net_output: Any, log_probs: bool) -> torch.Tensor: ...
 
 
 class AcousticModel:
@@ -72,7 +61,7 @@ class AcousticModel:
         self.sample_rate = sample_rate
         self.normalize = normalize
         self.source = source
-        self.geometry = conv_geometry(_find_conv_layers(model))
+        self.geometry = frame_geometry(_find_conv_layers(model))
         # wav2vec 2.0 BASE's feature encoder group-normalises each channel over *time*, padding
         # included, so a padded utterance gets different emissions than alone (fairseq's
         # behaviour, large on short utterances batched with long ones). Such models are run
@@ -94,7 +83,7 @@ class AcousticModel:
             source[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
             padding[i, : len(w)] = False
         net_out = self.model(source=source.to(self.device), padding_mask=padding.to(self.device))
-        lprobs = self.model.get_normalized_probs(net_out, log_probs=True)  # (frame, batch, unit)
+        lprobs = cast(_CtcOutputs, self.model).get_normalized_probs(net_out, log_probs=True)  # (frame, batch, unit)
         lprobs = lprobs.transpose(0, 1).float().cpu()  # (batch, frame, unit)
         if lprobs.size(-1) != len(self.units):
             raise DecodingError(f"{self.source}: the model outputs {lprobs.size(-1)} units but its dictionary "
@@ -120,11 +109,11 @@ class AcousticModel:
                   ) -> np.ndarray:
         """(frame, unit) log-probs of one utterance; chunked when longer than a window."""
         wav = self.prepare(wav)
-        if chunk is None or len(wav) <= self._window(chunk)[0] + 2 * self._window(chunk)[1]:
+        if chunk is None or len(wav) <= self.window(chunk)[0] + 2 * self.window(chunk)[1]:
             return self.forward_batch([wav])[0]
         return self.chunked_emissions(wav, chunk, max_samples)
 
-    def _window(self, chunk: ChunkConfig) -> tuple[int, int]:
+    def window(self, chunk: ChunkConfig) -> tuple[int, int]:
         """Chunk and context lengths in samples, rounded to whole frame strides."""
         s = self.geometry.stride
         c = max(1, round(chunk.chunk_seconds * self.sample_rate / s)) * s
@@ -135,7 +124,7 @@ class AcousticModel:
                           on_progress: Callable[[float], None] | None = None) -> np.ndarray:
         """Stitch the centre frames of overlapping windows (``wav`` already normalised);
         ``on_progress(seconds)`` after each group of windows, for long files' progress bars."""
-        c, k = self._window(chunk)
+        c, k = self.window(chunk)
         stride = self.geometry.stride
         n_total = self.geometry.n_frames(len(wav))
         starts = list(range(0, len(wav), c))
@@ -148,7 +137,7 @@ class AcousticModel:
             tail = self.geometry.receptive_field - stride
             windows = [(max(0, s - k), min(len(wav), s + c + k + tail)) for s in group]
             ems = self.forward_batch([wav[a:e] for a, e in windows])
-            for s, (a, _), em in zip(group, windows, ems):
+            for s, (a, _), em in zip(group, windows, ems, strict=True):
                 first = (s - a) // stride  # frame of the window that is global frame s / stride
                 lo, hi = s // stride, min((s + c) // stride, n_total)
                 pieces.append(em[first: first + (hi - lo)])
@@ -158,19 +147,19 @@ class AcousticModel:
         return out
 
 
-def _find_conv_layers(model: torch.nn.Module) -> list[tuple[int, int, int]]:
+def _find_conv_layers(model: torch.nn.Module) -> list[ConvLayerSpec]:
     """The feature encoder's (dim, kernel, stride) list from the model's config, if it has one."""
     for m in model.modules():
         cfg = getattr(m, "cfg", None)
         spec = getattr(cfg, "conv_feature_layers", None) if cfg is not None else None
         if isinstance(spec, str):
             try:
-                # fairseq's own format: a Python list expression such as "[(512, 10, 5)] * 2"
-                return list(eval(spec, {"__builtins__": {}}, {}))  # noqa: S307 - trusted config string
-            except Exception:  # pragma: no cover - malformed configs fail elsewhere first
-                break
+                # fairseq's own format, a list expression such as "[(512, 10, 5)] * 2": parsed, not run
+                return parse_conv_layers(spec)
+            except ConvSpecError as e:
+                raise DecodingError(f"model config: {e}") from None
     logger.warning("model config has no conv_feature_layers; assuming wav2vec 2.0's (stride 320)")
-    return DEFAULT_CONV
+    return default_conv_layers()
 
 
 def resolve_device(device: str) -> str:
@@ -186,14 +175,18 @@ def load_acoustic_model(path: str | Path, data_dir: str | None = None, dict_path
                         device: str = "cpu", trust: bool = False) -> AcousticModel:
     """Load a fine-tuned CTC checkpoint (plugin ``w2v2_ctc``, or fairseq ``wav2vec_ctc`` converted).
 
-    The file is read once, by :func:`w2v2_plugin.checkpoint_io.load_checkpoint_file` (no code
+    The file is read once, by :func:`w2v2_plugin.interop.checkpoint_io.load_checkpoint_file` (no code
     run from it unless ``trust``, the user's ``--trust-checkpoint``), and fairseq builds the
     model from that state."""
     import w2v2_plugin  # noqa: F401  (registers the plugin's tasks and models, as --user-dir does)
 
-    from ..checkpoint_io import UnsafeCheckpointError, load_checkpoint_file, load_model_ensemble_and_task
-    from ..conversion import checkpoint_model_cfg
-    from ..conversion_ctc import convert_wav2vec_ctc_checkpoint, is_wav2vec_ctc
+    from ..interop.checkpoint_io import (
+        UnsafeCheckpointError,
+        checkpoint_model_cfg,
+        load_checkpoint_file,
+        load_model_ensemble_and_task,
+    )
+    from ..interop.fairseq_ctc import convert_wav2vec_ctc_checkpoint, is_wav2vec_ctc
 
     path = Path(path)
     if not path.is_file():

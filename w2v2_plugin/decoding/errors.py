@@ -6,8 +6,10 @@ CLIs can print it without a traceback and exit with status 2.
 """
 from __future__ import annotations
 
+from w2v2_common.errors import W2v2Error
 
-class DecodingError(ValueError):
+
+class DecodingError(W2v2Error, ValueError):
     """A user-facing, one-line error about decoding inputs."""
 
 

@@ -7,14 +7,15 @@ word with its pieces, e.g. ``HELLO\t▁HEL LO``.
 """
 from __future__ import annotations
 
-import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
-from w2v2_common.fileio import mkstemp
+from w2v2_common.fileio import atomic_text
+from w2v2_common.units import LETTER_BOUNDARY, SP_BOUNDARY
+
 from .errors import DecodingError, where
-from .units import LETTER_BOUNDARY, SP_BOUNDARY, UnitDictionary
+from .units import UnitDictionary
 
 
 @dataclass(frozen=True)
@@ -62,18 +63,10 @@ def load_lexicon(path: str | Path, units: UnitDictionary | None = None) -> Lexic
 def write_lexicon(path: str | Path, lexicon: Lexicon | Mapping[str, Sequence[Sequence[str]]]) -> None:
     """Write atomically (temp file + rename)."""
     entries = lexicon.entries if isinstance(lexicon, Lexicon) else lexicon
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for word, spellings in entries.items():
-                for sp in spellings:
-                    f.write(f"{word}\t{' '.join(sp)}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_text(path) as f:
+        for word, spellings in entries.items():
+            for sp in spellings:
+                f.write(f"{word}\t{' '.join(sp)}\n")
 
 
 class Speller:

@@ -1,7 +1,8 @@
 """Word and character error rates (Levenshtein distance, as fairseq and sclite count them)."""
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import editdistance
 
@@ -12,8 +13,8 @@ class ErrorCounts(NamedTuple):
     char_errors: int
     chars: int
 
-    def __add__(self, other: "ErrorCounts") -> "ErrorCounts":  # type: ignore[override]
-        return ErrorCounts(*(a + b for a, b in zip(self, other)))
+    def __add__(self, other: ErrorCounts) -> ErrorCounts:  # type: ignore[override]  # reason: tuple.__add__ concatenates; this adds counts
+        return ErrorCounts(*(a + b for a, b in zip(self, other, strict=False)))
 
 
 def count_errors(hyp: str, ref: str) -> ErrorCounts:

@@ -7,9 +7,12 @@ it); with a 20 ms frame stride, frame ``f`` starts at ``f * 0.02`` s.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
-from .units import LETTER_BOUNDARY, SP_BOUNDARY, UnitDictionary
+from w2v2_common.units import LETTER_BOUNDARY, SP_BOUNDARY
+
+from .units import UnitDictionary
 
 
 class WordSpan(NamedTuple):

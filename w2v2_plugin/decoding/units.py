@@ -12,15 +12,23 @@ reports bad lines as :class:`DecodingError` naming file and line.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal
+
+from w2v2_common.units import (
+    DICT_GLOB,
+    LETTER_BOUNDARY,
+    LTR_DICT,
+    SP_BOUNDARY,
+    SPECIALS,
+    parse_dict_line,
+    symbols_to_text,
+)
 
 from .errors import DecodingError, where
 
-SPECIALS: tuple[str, ...] = ("<s>", "<pad>", "</s>", "<unk>")
-LETTER_BOUNDARY = "|"
-SP_BOUNDARY = "\u2581"  # "▁", sentencepiece's word-start marker
 UnitKind = Literal["letter", "sentencepiece"]
 
 
@@ -30,13 +38,15 @@ class UnitDictionary:
 
     symbols: tuple[str, ...]
     source: str = field(default="<memory>", metadata={"help": "file the units were read from"})
+    # symbol -> index, derived from ``symbols`` (set in __post_init__ because the class is frozen)
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {s: i for i, s in enumerate(self.symbols)})
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path) -> "UnitDictionary":
+    def load(cls, path: str | Path) -> UnitDictionary:
         """Read a fairseq dictionary file (``SYMBOL COUNT [#fairseq:overwrite]`` lines)."""
         path = Path(path)
         if not path.is_file():
@@ -46,19 +56,14 @@ class UnitDictionary:
         seen = {s: i for i, s in enumerate(symbols)}
         with path.open(encoding="utf-8") as f:
             for lineno, raw in enumerate(f, 1):
-                line = raw.rstrip("\r\n").rstrip()
-                if not line:
+                if not raw.strip():
                     continue
-                overwrite = False
-                if line.endswith("#fairseq:overwrite"):
-                    overwrite = True
-                    line = line[: -len("#fairseq:overwrite")].rstrip()
-                parts = line.rsplit(" ", 1)
-                if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+                entry = parse_dict_line(raw.rstrip("\r\n"))
+                if entry is None:
                     raise DecodingError(f"{where(path, lineno)}: expected 'SYMBOL COUNT', got {raw.strip()!r}; "
                                         f"fix the line (fairseq dictionary format)")
-                sym = parts[0]
-                if sym in seen and not overwrite:
+                sym = entry.symbol
+                if sym in seen and not entry.overwrite:
                     raise DecodingError(f"{where(path, lineno)}: duplicate unit {sym!r}; remove it or mark the "
                                         f"line '#fairseq:overwrite'")
                 if sym not in seen:
@@ -69,12 +74,12 @@ class UnitDictionary:
         return cls(tuple(symbols), str(path))
 
     @classmethod
-    def from_symbols(cls, symbols: Iterable[str], source: str = "<memory>") -> "UnitDictionary":
+    def from_symbols(cls, symbols: Iterable[str], source: str = "<memory>") -> UnitDictionary:
         """From a full symbol list (e.g. ``fairseq.data.Dictionary.symbols``), specials included."""
         return cls(tuple(symbols), source)
 
     @classmethod
-    def from_units(cls, units: Iterable[str], source: str = "<memory>") -> "UnitDictionary":
+    def from_units(cls, units: Iterable[str], source: str = "<memory>") -> UnitDictionary:
         """From the unit list only: fairseq's four specials are put first, as its loader does."""
         syms = list(SPECIALS)
         syms += [u for u in units if u not in SPECIALS]
@@ -85,24 +90,24 @@ class UnitDictionary:
         return len(self.symbols)
 
     def __contains__(self, sym: object) -> bool:
-        return sym in self._index  # type: ignore[attr-defined]
+        return sym in self._index
 
     def index(self, sym: str) -> int:
         """Index of ``sym``; ``unk`` when absent (fairseq's behaviour)."""
-        return self._index.get(sym, self.unk)  # type: ignore[attr-defined]
+        return self._index.get(sym, self.unk)
 
     @property
     def unk(self) -> int:
-        return self._index.get("<unk>", 3)  # type: ignore[attr-defined]
+        return self._index.get("<unk>", 3)
 
     @property
     def eos(self) -> int:
-        return self._index.get("</s>", 2)  # type: ignore[attr-defined]
+        return self._index.get("</s>", 2)
 
     @property
     def blank(self) -> int:
         """CTC blank: ``<ctc_blank>`` if present, else ``<s>`` (index 0), as fairseq's CTC."""
-        return self._index.get("<ctc_blank>", self._index.get("<s>", 0))  # type: ignore[attr-defined]
+        return self._index.get("<ctc_blank>", self._index.get("<s>", 0))
 
     @property
     def kind(self) -> UnitKind:
@@ -128,7 +133,7 @@ class UnitDictionary:
 
     def special_indices(self) -> set[int]:
         """Indices that never produce text (fairseq specials, blank)."""
-        return {self._index[s] for s in (*SPECIALS, "<ctc_blank>") if s in self}  # type: ignore[attr-defined]
+        return {self._index[s] for s in (*SPECIALS, "<ctc_blank>") if s in self}
 
     # ---- text ---------------------------------------------------------------------------
     def units_to_text(self, idxs: Sequence[int]) -> str:
@@ -149,20 +154,14 @@ class UnitDictionary:
         return out
 
 
-def symbols_to_text(pieces: Sequence[str]) -> str:
-    """Join unit symbols into text: ``|`` and ``▁`` become spaces (fairseq's post_process)."""
-    text = "".join(pieces).replace(LETTER_BOUNDARY, " ").replace(SP_BOUNDARY, " ")
-    return " ".join(text.split())
-
-
 def resolve_dictionary(path: str | Path) -> UnitDictionary:
     """A dictionary file, or a directory holding ``dict.ltr.txt`` (or a single ``dict.*.txt``)."""
     p = Path(path)
     if p.is_dir():
-        ltr = p / "dict.ltr.txt"
+        ltr = p / LTR_DICT
         if ltr.is_file():
             return UnitDictionary.load(ltr)
-        cands = sorted(p.glob("dict.*.txt"))
+        cands = sorted(p.glob(DICT_GLOB))
         if len(cands) == 1:
             return UnitDictionary.load(cands[0])
         raise DecodingError(f"{p}: expected one dict.<labels>.txt in the directory, found "

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
-from .errors import DecodingError
+from ..decoding.errors import DecodingError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "tools" / "kenlm" / "bin"
@@ -56,16 +57,17 @@ def have_kenlm_tools(kenlm_bin: str | Path | None = None) -> bool:
         return False
 
 
-def _run(cmd: Sequence[str], stdin_path: Path | None, stdout_path: Path | None, what: str) -> None:
+def _run(cmd: Sequence[str | Path], stdin_path: Path | None, stdout_path: Path | None, what: str) -> None:
     stdin = stdin_path.open("rb") if stdin_path else subprocess.DEVNULL
     stdout = stdout_path.open("wb") if stdout_path else subprocess.DEVNULL
     try:
-        proc = subprocess.run(list(map(str, cmd)), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+        # an argv list (no shell) starting with the KenLM tool find_kenlm_tools resolved
+        proc = subprocess.run(list(map(str, cmd)), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)  # noqa: S603
     finally:
         if stdin_path:
-            stdin.close()  # type: ignore[union-attr]
+            stdin.close()  # type: ignore[union-attr]  # reason: opened above when the path is set
         if stdout_path:
-            stdout.close()  # type: ignore[union-attr]
+            stdout.close()  # type: ignore[union-attr]  # reason: opened above when the path is set
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         last = next((line for line in reversed(err) if line.strip() and not line.startswith("*")), "no message")
@@ -80,7 +82,7 @@ def run_lmplz(tools: KenLMTools, corpus: Path, arpa_out: Path, order: int, memor
     count-of-counts statistics it needs are degenerate) instead of failing.
     """
     tmp = arpa_out.with_name(f".{arpa_out.name}.tmp")
-    cmd = [tools.lmplz, "-o", str(order), "-S", memory, "--discount_fallback"]
+    cmd: list[str | Path] = [tools.lmplz, "-o", str(order), "-S", memory, "--discount_fallback"]
     if tmp_dir is not None:
         cmd += ["-T", str(tmp_dir)]
     if prune:

@@ -1,15 +1,16 @@
 """What ``w2v2-infer`` transcribes: a manifest split (labels optional) or audio files/folders."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import soundfile as sf
 
-from .errors import DecodingError, where
-from .units import symbols_to_text
+from w2v2_common.units import symbols_to_text
+
+from ..decoding.errors import DecodingError, where
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".sph", ".aiff", ".aif")
 
@@ -53,8 +54,9 @@ def from_manifest(data_dir: str | Path, subset: str) -> list[Utterance]:
         raise DecodingError(str(e)) from None
     refs = _ref_lines(manifest, subset, len(m.entries))
     out = []
-    for i, e in enumerate(m.entries):
-        out.append(Utterance(id=str(Path(e.path).with_suffix("")), path=m.audio_path(e), n_samples=e.frames,
+    for i, entry in enumerate(m.entries):
+        out.append(Utterance(id=str(Path(entry.path).with_suffix("")), path=m.audio_path(entry),
+                             n_samples=entry.frames,
                              ref=refs[i] if refs is not None else None))
     return out
 

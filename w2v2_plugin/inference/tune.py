@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-from .cache import jsonable, write_atomic
-from .decoders import DecoderConfig
-from .errors import DecodingError
+from w2v2_common.fileio import write_text_atomic
+
+from ..decoding.decoders import DecoderConfig
+from ..decoding.errors import DecodingError
+from .cache import jsonable
 
 
 @dataclass
@@ -43,7 +46,7 @@ class TuneResult(NamedTuple):
 
 
 def _expected_improvement(mu: np.ndarray, sigma: np.ndarray, best: float) -> np.ndarray:
-    from scipy.stats import norm
+    from scipy.stats import norm  # type: ignore[import-untyped]  # reason: scipy ships no stubs or py.typed
 
     sigma = np.maximum(sigma, 1e-9)
     z = (best - mu) / sigma
@@ -100,7 +103,7 @@ def write_tuned(path: str | Path, result: TuneResult, base: DecoderConfig, cfg: 
                                               word_score=result.best.word_score)),
         "search": asdict(cfg), "trials": [t._asdict() for t in result.trials],
     }
-    write_atomic(Path(path), json.dumps(jsonable(record), indent=2))
+    write_text_atomic(Path(path), json.dumps(jsonable(record), indent=2))
 
 
 def read_tuned(path: str | Path) -> dict[str, float]:

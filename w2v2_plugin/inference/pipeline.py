@@ -6,20 +6,23 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from tqdm import tqdm
 
-from .cache import EmissionCache, jsonable, write_atomic
-from .decoders import DecoderConfig, Hypothesis, build_decoder
-from .emissions import AcousticModel, ChunkConfig, load_acoustic_model, plan_batches
-from .errors import DecodingError
+from w2v2_common.fileio import write_text_atomic
+
+from ..decoding.decoders import DecoderConfig, Hypothesis, build_decoder
+from ..decoding.emissions import AcousticModel, ChunkConfig, load_acoustic_model, plan_batches
+from ..decoding.errors import DecodingError
+from ..decoding.metrics import ErrorCounts, count_errors, rates, total
+from .cache import EmissionCache, jsonable
 from .inputs import Utterance, from_manifest, from_paths, ids_unique, read_audio
-from .metrics import ErrorCounts, count_errors, rates, total
 from .parallel import decode_many, default_workers
-from .tune import TuneConfig, curve, search, write_tuned
+from .tune import Trial, TuneConfig, curve, search, write_tuned
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +111,12 @@ def load_model(cfg: InferConfig) -> AcousticModel:
 def compute_emissions(cfg: InferConfig, model: AcousticModel, utts: list[Utterance], cache_dir: Path
                       ) -> tuple[EmissionCache, float]:
     """Run the acoustic model once over ``utts`` (batched by length, long ones chunked)."""
-    assert cfg.path is not None
-    cache = EmissionCache.create(cache_dir, model.units, model.frame_seconds, checkpoint=str(Path(cfg.path).resolve()),
-                                 sample_rate=model.sample_rate, split=input_name(cfg))
-    c, k = model._window(cfg.chunk)
+    if cfg.path is None:  # a bug: run() computes emissions only with a checkpoint
+        raise AssertionError("compute_emissions needs cfg.path")
+    cache = EmissionCache.create(cache_dir, model.units, model.frame_seconds,
+                                 checkpoint=str(Path(cfg.path).resolve()), sample_rate=model.sample_rate,
+                                 split=input_name(cfg))
+    c, k = model.window(cfg.chunk)
     long_limit = c + 2 * k
     lengths = [u.n_samples for u in utts]
     short = [i for i, n in enumerate(lengths) if n <= long_limit]
@@ -124,12 +129,15 @@ def compute_emissions(cfg: InferConfig, model: AcousticModel, utts: list[Utteran
         for batch in plan_batches([lengths[i] for i in short], cfg.max_tokens, 64 if model.batchable else 1):
             idx = [short[j] for j in batch]
             wavs = [model.prepare(read_audio(utts[i], sr)) for i in idx]
-            for i, wav, em in zip(idx, wavs, model.forward_batch(wavs)):
+            for i, wav, em in zip(idx, wavs, model.forward_batch(wavs), strict=False):
                 cache.add(i, utts[i].id, utts[i].ref, len(wav) / sr, em)
                 bar.update(round(len(wav) / sr, 1))
+        def advance(seconds: float) -> None:
+            bar.update(round(seconds, 1))
+
         for i in long:
             wav = model.prepare(read_audio(utts[i], sr))
-            em = model.chunked_emissions(wav, cfg.chunk, cfg.max_tokens, on_progress=lambda s: bar.update(round(s, 1)))
+            em = model.chunked_emissions(wav, cfg.chunk, cfg.max_tokens, on_progress=advance)
             cache.add(i, utts[i].id, utts[i].ref, len(wav) / sr, em)
     cache.finish()
     return cache, time.perf_counter() - t0
@@ -139,18 +147,22 @@ def _decode(cache: EmissionCache, dcfg: DecoderConfig, workers: int, progress: b
             ) -> tuple[list[list[Hypothesis]], float]:
     t0 = time.perf_counter()
     with tqdm(total=len(cache.entries), unit=" utt", desc=desc, disable=not progress, mininterval=1.0) as bar:
+        def done(_i: int) -> None:
+            bar.update(1)
+
         hyps = decode_many([cache.path(i) for i in range(len(cache.entries))], dcfg, cache.units, workers,
-                           on_done=lambda _i: bar.update(1))
+                           on_done=done)
     return hyps, time.perf_counter() - t0
 
 
 def _score(cache: EmissionCache, hyps: list[list[Hypothesis]]) -> ErrorCounts:
-    return total(count_errors(h[0].text, e.ref) for e, h in zip(cache.entries, hyps) if e.ref is not None)
+    return total(count_errors(h[0].text, e.ref) for e, h in zip(cache.entries, hyps, strict=False) if e.ref is not None)
 
 
 def run_tune(cache: EmissionCache, cfg: InferConfig, out_dir: Path | None) -> tuple[DecoderConfig, Path | None]:
     """Search lm_weight/word_score on the cached split; returns the decoder config with the best pair."""
-    assert cfg.tune is not None
+    if cfg.tune is None:  # a bug: run() tunes only with a TuneConfig
+        raise AssertionError("run_tune needs cfg.tune")
     if cfg.decoder.type == "viterbi":
         raise DecodingError("--tune searches LM weights: use it with --decoder kenlm or lexfree (with --lm)")
     if not any(e.ref is not None for e in cache.entries):
@@ -163,8 +175,13 @@ def run_tune(cache: EmissionCache, cfg: InferConfig, out_dir: Path | None) -> tu
         return rates(_score(cache, hyps))[0]
 
     bar = tqdm(total=cfg.tune.trials, desc="tune", unit=" trial", disable=not cfg.progress)
+
+    def trial_done(t: Trial) -> None:
+        bar.update(1)
+        bar.set_postfix(wer=f"{t.wer:.2f}")
+
     with bar:
-        result = search(evaluate, cfg.tune, on_trial=lambda t: (bar.update(1), bar.set_postfix(wer=f"{t.wer:.2f}")))
+        result = search(evaluate, cfg.tune, on_trial=trial_done)
     print("WER by (lm_weight, word_score), best first:\n" + curve(result.trials))
     print(f"best: lm_weight {result.best.lm_weight} word_score {result.best.word_score} "
           f"-> dev WER {result.best.wer:.2f}% ({len(result.trials)} trials, {cfg.tune.method}, seed {cfg.tune.seed})")
@@ -179,7 +196,7 @@ def run_tune(cache: EmissionCache, cfg: InferConfig, out_dir: Path | None) -> tu
 def _records(cache: EmissionCache, hyps: list[list[Hypothesis]]) -> list[dict[str, Any]]:
     out = []
     fs = cache.frame_seconds
-    for e, nb in zip(cache.entries, hyps):
+    for e, nb in zip(cache.entries, hyps, strict=False):
         best = nb[0]
         rec: dict[str, Any] = {"id": e.id, "hyp": best.text, "ref": e.ref, "seconds": round(e.seconds, 3)}
         if e.ref is not None:
@@ -229,15 +246,16 @@ def run(cfg: InferConfig) -> InferSummary:
     name = split_name(cfg, cache)
     if out_dir is not None:
         hypos_path = out_dir / f"hypos.{name}.jsonl"
-        write_atomic(hypos_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _records(cache, hyps)))
+        write_text_atomic(hypos_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _records(cache, hyps)))
         summary_path = out_dir / f"summary.{name}.json"
         summary = {"utterances": len(cache.entries), "audio_hours": round(audio_seconds / 3600, 6),
                    "wer": None if errors.words == 0 else round(wer, 3),
                    "cer": None if errors.chars == 0 else round(cer, 3), **errors._asdict(),
                    "emission_seconds": round(emission_seconds, 3), "decode_seconds": round(decode_seconds, 3),
-                   "rtf": round(rtf, 5), "decode_rtf": round(decode_seconds / audio_seconds, 5) if audio_seconds else None,
+                   "rtf": round(rtf, 5),
+                   "decode_rtf": round(decode_seconds / audio_seconds, 5) if audio_seconds else None,
                    "workers": cfg.workers, "decoder": asdict(dcfg), "checkpoint": cfg.path,
                    "emissions": cfg.emissions or cfg.save_emissions, "tuned": str(tuned_path) if tuned_path else None}
-        write_atomic(summary_path, json.dumps(jsonable(summary), indent=2, default=str))
+        write_text_atomic(summary_path, json.dumps(jsonable(summary), indent=2, default=str))
     return InferSummary(len(cache.entries), audio_seconds / 3600, wer, cer, errors, emission_seconds, decode_seconds,
                         rtf, hypos_path, summary_path, tuned_path, [e.id for e in cache.entries], hyps)

@@ -13,16 +13,16 @@ them is an unfinished cache and is refused.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from w2v2_common.fileio import mkstemp
-from .errors import DecodingError
-from .units import UnitDictionary
+from w2v2_common.fileio import atomic_path, write_text_atomic
+
+from ..decoding.errors import DecodingError
+from ..decoding.units import UnitDictionary
 
 
 def jsonable(obj: Any) -> Any:
@@ -34,18 +34,6 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
     return obj
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -66,7 +54,7 @@ class EmissionCache:
         self._slots: list[CacheEntry | None] = list(entries)
 
     @classmethod
-    def create(cls, root: str | Path, units: UnitDictionary, frame_seconds: float, **meta: Any) -> "EmissionCache":
+    def create(cls, root: str | Path, units: UnitDictionary, frame_seconds: float, **meta: Any) -> EmissionCache:
         root = Path(root)
         (root / "em").mkdir(parents=True, exist_ok=True)
         for stale in ("index.jsonl", "meta.json"):  # an overwritten cache is unfinished until finish()
@@ -77,9 +65,9 @@ class EmissionCache:
         """Store utterance number ``index`` (entries are kept in input order, whatever the
         order the model processed them in)."""
         rel = f"em/{index:06d}.npy"
-        tmp = self.root / f"{rel}.tmp.npy"
-        np.save(tmp, np.ascontiguousarray(emissions, dtype=np.float32))
-        os.replace(tmp, self.root / rel)
+        # through a handle: given a path not ending in .npy, np.save would append ".npy"
+        with atomic_path(self.root / rel) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(emissions, dtype=np.float32))
         entry = CacheEntry(utt_id, ref, float(seconds), int(emissions.shape[0]), rel)
         while len(self._slots) <= index:
             self._slots.append(None)
@@ -97,13 +85,13 @@ class EmissionCache:
         if missing:
             raise DecodingError(f"{self.root}: emissions of utterance(s) {missing[:5]} were never stored")
         self.entries = [e for e in self._slots if e is not None]
-        write_atomic(self.root / "index.jsonl",
-                     "".join(json.dumps(e.__dict__, ensure_ascii=False) + "\n" for e in self.entries))
+        write_text_atomic(self.root / "index.jsonl",
+                          "".join(json.dumps(e.__dict__, ensure_ascii=False) + "\n" for e in self.entries))
         meta = dict(self.meta, units=list(self.units.symbols), frame_seconds=self.frame_seconds)
-        write_atomic(self.root / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False))
+        write_text_atomic(self.root / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False))
 
     @classmethod
-    def open(cls, root: str | Path) -> "EmissionCache":
+    def open(cls, root: str | Path) -> EmissionCache:
         root = Path(root)
         meta_path, index_path = root / "meta.json", root / "index.jsonl"
         if not meta_path.is_file() or not index_path.is_file():

@@ -7,12 +7,13 @@ one on that unit's frames, the way an acoustic model mistakes a similar-sounding
 """
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-from .timestamps import WordSpan, word_spans
-from .units import UnitDictionary
+from w2v2_plugin.decoding.timestamps import WordSpan, word_spans
+from w2v2_plugin.decoding.units import UnitDictionary
 
 
 class SyntheticUtterance(NamedTuple):
@@ -116,4 +117,4 @@ def confusable(text: str, units: UnitDictionary, rng: np.random.Generator, confu
         if u != bar and rng.random() < confusion_rate:
             wrong = units.index(str(rng.choice([c for c in letters if units.index(c) != u])))
             conf[pos] = wrong
-    return synthesize(units, seq, rng, confusions=conf, **kw)  # type: ignore[arg-type]
+    return synthesize(units, seq, rng, confusions=conf, **kw)  # type: ignore[arg-type]  # reason: **kw holds synthesize's keyword arguments

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from typing import Callable, Iterator, Sequence, Union
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .decoders import Decoder, DecoderConfig, Hypothesis, build_decoder
-from .units import UnitDictionary
+from ..decoding.decoders import Decoder, DecoderConfig, Hypothesis, build_decoder
+from ..decoding.units import UnitDictionary
 
-Item = Union[str, os.PathLike, np.ndarray]
+Item = str | os.PathLike | np.ndarray
 _DECODER: Decoder | None = None
 
 
@@ -27,7 +27,8 @@ def _init(cfg: DecoderConfig, units: UnitDictionary) -> None:
 
 def _work(task: tuple[int, Item]) -> tuple[int, list[Hypothesis]]:
     i, item = task
-    assert _DECODER is not None
+    if _DECODER is None:  # a bug: _init runs in every worker before its first task
+        raise AssertionError("decoder worker used before _init")
     em = item if isinstance(item, np.ndarray) else np.load(item)
     return i, _DECODER.decode(em)
 
