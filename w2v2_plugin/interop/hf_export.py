@@ -18,7 +18,7 @@ import os
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from fairseq.data import Dictionary
@@ -28,9 +28,6 @@ from w2v2_common.fileio import mkdtemp, plain_file_mode
 
 from .checkpoint_io import DEFAULT_OPT_IN, UnsafeCheckpointError, load_model_ensemble_and_task
 from .fairseq_wav2vec2 import Rules, rename_key, split_fused_qkv
-
-if TYPE_CHECKING:
-    from ..models.ctc import W2v2Ctc
 
 ModelOrCheckpoint = str | os.PathLike[str] | torch.nn.Module
 # (channels, kernel, stride) of each feature-encoder conv layer, as the model was built
@@ -133,7 +130,7 @@ def hf_state_dict(model: torch.nn.Module, hf_keys: set[str]) -> dict[str, torch.
     Every plugin parameter must map to an HF key that exists, and every HF key must be
     filled: anything else raises (nothing silently dropped or left at its random init).
     """
-    ctc = cast("W2v2Ctc", model)  # a w2v2_ctc model: export_to_hf checks its attributes
+    ctc = cast(Any, model)  # a w2v2_ctc model (export_to_hf checks); interop names no model class
     w2v = ctc.w2v_encoder.w2v_model
     out: dict[str, torch.Tensor] = {}
     for key, value in w2v.state_dict().items():
@@ -204,7 +201,7 @@ def export_to_hf(model_or_ckpt: ModelOrCheckpoint, dictionary: Dictionary | None
     model, dictionary = _load(model_or_ckpt, dictionary, trust, opt_in)
     if not hasattr(model, "w2v_encoder") or not hasattr(model.w2v_encoder, "w2v_model"):
         raise HfExportError(f"{type(model).__name__} is not a w2v2_ctc model")
-    ctc = cast("W2v2Ctc", model)  # it has a w2v2_ctc model's attributes (checked above)
+    ctc = cast(Any, model)  # a w2v2_ctc model's attributes (checked above); interop names no model class
     vocab_size = ctc.w2v_encoder.proj.out_features
     if len(dictionary) != vocab_size:
         raise HfExportError(f"dictionary has {len(dictionary)} symbols, the model outputs {vocab_size}")
