@@ -17,7 +17,7 @@ import filecmp
 import os
 import shutil
 from types import TracebackType
-from typing import TextIO, cast
+from typing import TextIO
 
 from w2v2_common.fileio import mkdtemp, mkstemp, plain_file_mode
 
@@ -35,8 +35,10 @@ class AtomicOutputs:
     def open(self, name: str) -> TextIO:
         """A writable text handle for ``dest/name`` (UTF-8, "\\n" line ends)."""
         if name in self._files:
-            # None only for a name given to reserve(), which callers never also open()
-            return cast(TextIO, self._files[name][1])
+            handle = self._files[name][1]
+            if handle is None:  # a programming error, not a user's: reserve() hands the file to a tool
+                raise RuntimeError(f"AtomicOutputs: {name} was reserve()d for another tool, it cannot be open()ed")
+            return handle
         tmp = self._new_temp_file(name)
         fh = open(tmp, "w", encoding="utf-8", newline="\n")
         self._files[name] = (tmp, fh)
