@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from w2v2_common.errors import W2v2Error
-from w2v2_plugin.decoding.emissions import AcousticModel
 from w2v2_plugin.decoding.errors import DecodingError
 from w2v2_plugin.decoding.units import UnitDictionary
+from w2v2_plugin.inference.emissions import AcousticModel
 from w2v2_plugin.models.config import W2v2Config
 from w2v2_plugin.models.conv_geometry import (
     DEFAULT_CONV_FEATURE_LAYERS,

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 import w2v2_plugin  # noqa: F401
 from w2v2_plugin.cli.infer import main as infer_main
-from w2v2_plugin.decoding.emissions import ChunkConfig, load_acoustic_model
+from w2v2_plugin.inference.emissions import ChunkConfig, load_acoustic_model
 from w2v2_plugin.interop.fairseq_ctc import convert_wav2vec_ctc_file
 from w2v2_plugin.models.conv_geometry import parse_conv_layers
 
@@ -118,8 +118,8 @@ def test_loaded_model_gives_fairseq_emissions(tiny: SimpleNamespace, which: str)
 
 
 def test_batching_only_where_padding_cannot_change_emissions(tiny: SimpleNamespace) -> None:
-    from w2v2_plugin.decoding.emissions import AcousticModel
     from w2v2_plugin.decoding.units import UnitDictionary
+    from w2v2_plugin.inference.emissions import AcousticModel
 
     # BASE-style feature encoder: group norm over time sees the padding -> one utterance per batch
     assert load_acoustic_model(tiny.plugin).batchable is False
@@ -157,8 +157,8 @@ class LocalCtc(torch.nn.Module):
 
 
 def test_chunked_stitching_is_exact_for_a_local_model() -> None:
-    from w2v2_plugin.decoding.emissions import AcousticModel
     from w2v2_plugin.decoding.units import UnitDictionary
+    from w2v2_plugin.inference.emissions import AcousticModel
 
     torch.manual_seed(0)
     units = UnitDictionary.from_units(list(LETTERS))

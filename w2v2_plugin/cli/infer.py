@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from ..decoding.decoders import DECODER_TYPES, DecoderConfig
-from ..decoding.emissions import ChunkConfig
 from ..decoding.errors import DecodingError
+from ..inference.emissions import ChunkConfig
 from ..inference.parallel import default_workers
 from ..inference.tune import TuneConfig, read_tuned
 

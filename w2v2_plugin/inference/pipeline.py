@@ -16,10 +16,10 @@ from tqdm import tqdm
 from w2v2_common.fileio import write_text_atomic
 
 from ..decoding.decoders import DecoderConfig, Hypothesis, build_decoder
-from ..decoding.emissions import AcousticModel, ChunkConfig, load_acoustic_model, plan_batches
 from ..decoding.errors import DecodingError
 from ..decoding.metrics import ErrorCounts, count_errors, rates, total
 from .cache import EmissionCache, jsonable
+from .emissions import AcousticModel, ChunkConfig, load_acoustic_model, plan_batches
 from .inputs import Utterance, from_manifest, from_paths, ids_unique, read_audio
 from .parallel import decode_many, default_workers
 from .tune import Trial, TuneConfig, curve, search, write_tuned

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..decoding.errors import DecodingError
+from ..decoding.units import UnitDictionary
 from ..models.conv_geometry import ConvLayerSpec, ConvSpecError, default_conv_layers, frame_geometry, parse_conv_layers
-from .errors import DecodingError
-from .units import UnitDictionary
 
 logger = logging.getLogger(__name__)
 
