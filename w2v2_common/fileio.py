@@ -12,6 +12,7 @@ shared machine. Every atomic writer of the plugin takes its temporary file from
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -99,3 +100,27 @@ def write_text_atomic(path: PathLike, text: str, make_parents: bool = True) -> N
     """Write ``text`` to ``path`` all or nothing (see :func:`atomic_path`)."""
     with atomic_text(path, make_parents) as f:
         f.write(text)
+
+
+@contextmanager
+def atomic_dir(path: PathLike, prefix: str = ".tmp-") -> Iterator[str]:
+    """The directory form of :func:`atomic_path`: a temporary directory beside ``path`` that
+    replaces it when the block ends without an exception; on an exception it is removed and
+    ``path`` is left as it was. The directory gets :func:`plain_dir_mode` (not mkdtemp's 0700) and
+    the files directly in it :func:`plain_file_mode` (writers such as ``save_pretrained`` create
+    ``model.safetensors`` 0600)."""
+    final = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(final)
+    os.makedirs(parent, exist_ok=True)
+    tmp = mkdtemp(prefix=prefix, dir=parent)
+    try:
+        yield tmp
+        for name in os.listdir(tmp):
+            if os.path.isfile(os.path.join(tmp, name)):
+                os.chmod(os.path.join(tmp, name), plain_file_mode())
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
 import torch
 from fairseq.data import Dictionary
 
 from w2v2_common.errors import W2v2Error
-from w2v2_common.fileio import mkdtemp, plain_file_mode
+from w2v2_common.fileio import atomic_dir
 
 from .checkpoint_io import DEFAULT_OPT_IN, UnsafeCheckpointError, load_model_ensemble_and_task
 from .fairseq_wav2vec2 import Rules, rename_key, split_fused_qkv
@@ -213,7 +211,7 @@ def export_to_hf(model_or_ckpt: ModelOrCheckpoint, dictionary: Dictionary | None
                                                                 w2v.feature_encoder.conv_layers_spec))
     hf = transformers.Wav2Vec2ForCTC(config).eval()
     hf.load_state_dict(hf_state_dict(model, set(hf.state_dict())), strict=True)
-    with _directory_in_place(out_dir) as tmp:
+    with atomic_dir(out_dir, prefix=".hf-export-") as tmp:
         hf.save_pretrained(tmp)
         _save_processor(transformers, tmp, dictionary, model.cfg, config)
     return HfExportResult(out_dir=os.path.abspath(out_dir), vocab_size=vocab_size,
@@ -234,29 +232,3 @@ def _save_processor(transformers: Any, directory: str, dictionary: Dictionary, c
     transformers.Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=normalize,
         return_attention_mask=config.feat_extract_norm == "layer").save_pretrained(directory)
-
-
-@contextmanager
-def _directory_in_place(out_dir: str) -> Iterator[str]:
-    """A temporary directory beside ``out_dir`` that replaces it when the block ends without an
-    exception; on an exception it is removed and ``out_dir`` is left as it was.
-
-    The directory form of :func:`w2v2_common.fileio.atomic_path`, which renames a single file
-    and gives it a file's mode; its ``mkdtemp`` gives the directory the umask's usual mode
-    (not 0700), and the files in it get :func:`~w2v2_common.fileio.plain_file_mode` as that
-    writer gives its file (``save_pretrained`` writes ``model.safetensors`` 0600).
-    """
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = mkdtemp(prefix=".hf-export-", dir=parent)
-    try:
-        yield tmp
-        for name in os.listdir(tmp):
-            if os.path.isfile(os.path.join(tmp, name)):
-                os.chmod(os.path.join(tmp, name), plain_file_mode())
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
