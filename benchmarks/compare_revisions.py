@@ -9,8 +9,9 @@ with that checkout first on ``sys.path``, so each runs its own ``w2v2_plugin`` a
 benchmark's ``make_step`` (``bench_pretrain_step`` or ``bench_finetune_step``). Inside a process
 the plugin and fairseq's model step alternately, as in those benchmarks. What it prints, per
 checkout: the median over all rounds of the plugin's step, of fairseq's step, and of the
-per-process ratio fairseq / plugin (the step benchmarks' figure); last, the line
-``RATIO plugin step old / new: N.NNx`` (above 1: the new checkout is faster). Comparing the
+per-process ratio fairseq / plugin (the step benchmarks' figure); then the line
+``RATIO plugin step old / new: N.NNx`` (above 1: the new checkout is faster) with the command,
+machine and date, as the step benchmarks end. Comparing the
 plugin's medians directly cancels most of the machine's drift between processes; the ratio
 of ratios is printed too, because a change may touch the benchmark's helpers as well.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -35,35 +35,35 @@ def child(args: argparse.Namespace) -> None:
     sys.path[:0] = [str(root / "benchmarks"), str(root)]
     import tempfile
 
+    import common
     import torch
-    from common import batch_audio, time_alternating
 
     import w2v2_plugin
 
-    if not Path(w2v2_plugin.__file__).resolve().is_relative_to(root):
-        raise SystemExit(f"imported {w2v2_plugin.__file__}, not the checkout {root}")
+    for module in (w2v2_plugin, common):  # the editable install or this script's folder must not win
+        if not Path(str(module.__file__)).resolve().is_relative_to(root):
+            raise SystemExit(f"imported {module.__file__}, not the checkout {root}")
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
-    audio = batch_audio(args.batch, args.seconds, args.seed, device)
+    audio = common.batch_audio(args.batch, args.seconds, args.seed, device)
     if args.bench == "pretrain":
-        import bench_pretrain_step as bench
-        from common import build_pretrain_pair
+        import bench_pretrain_step
 
-        ref, ours = build_pretrain_pair(args.arch, args.seed)
-        sample = bench.make_sample(ours, audio, args.seed)
-        steps = {"fairseq": bench.make_step(ref, sample, device, "fp32", cast_weights=True),
-                 "plugin": bench.make_step(ours, sample, device, args.dtype)}
+        ref, ours = common.build_pretrain_pair(args.arch, args.seed)
+        sample = bench_pretrain_step.make_sample(ours, audio, args.seed)
+        steps = {"fairseq": bench_pretrain_step.make_step(ref, sample, device, "fp32", cast_weights=True),
+                 "plugin": bench_pretrain_step.make_step(ours, sample, device, args.dtype)}
     else:
-        import bench_finetune_step as bench
-        from common import build_ctc_pair
+        import bench_finetune_step
 
-        targets, target_lengths = bench.make_targets(args.batch, args.seconds, args.seed, device)
+        targets, target_lengths = bench_finetune_step.make_targets(args.batch, args.seconds, args.seed, device)
         with tempfile.TemporaryDirectory() as tmp:
-            ref, ours = build_ctc_pair(args.arch, args.seed, Path(tmp), train=True)
-        steps = {"fairseq": bench.make_step(ref.train(), audio, targets, target_lengths, device, "fp32",
-                                            cast_weights=True),
-                 "plugin": bench.make_step(ours.train(), audio, targets, target_lengths, device, args.dtype)}
-    times = time_alternating(steps, args.warmup, args.repeats, device, progress=False)
+            ref, ours = common.build_ctc_pair(args.arch, args.seed, Path(tmp), train=True)
+        steps = {"fairseq": bench_finetune_step.make_step(ref.train(), audio, targets, target_lengths, device,
+                                                       "fp32", cast_weights=True),
+                 "plugin": bench_finetune_step.make_step(ours.train(), audio, targets, target_lengths, device,
+                                                      args.dtype)}
+    times = common.time_alternating(steps, args.warmup, args.repeats, device, progress=False)
     print(MARK + json.dumps(times.wall), flush=True)
 
 
@@ -72,8 +72,7 @@ def run_round(args: argparse.Namespace, root: Path) -> dict[str, list[float]]:
             "--bench", args.bench, "--arch", args.arch, "--batch", str(args.batch),
             "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--repeats", str(args.repeats),
             "--seed", str(args.seed), "--threads", str(args.threads), "--dtype", args.dtype]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(root / "benchmarks")]))
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"{root}: the timing process failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -102,6 +101,9 @@ def main() -> None:
         return
     if not args.old:
         p.error("--old is required: the checkout to compare this one with")
+    # this checkout's helpers, for the report only (a child imports its own checkout's instead)
+    from common import command_line, machine_info
+
     roots = {"old": Path(args.old).resolve(), "new": Path(args.new).resolve()}
     wall: dict[str, dict[str, list[float]]] = {k: {"plugin": [], "fairseq": []} for k in roots}
     ratios: dict[str, list[float]] = {k: [] for k in roots}
@@ -133,6 +135,11 @@ def main() -> None:
           f"{statistics.median(ratios['new']) / statistics.median(ratios['old']):.3f}")
     old, new = statistics.median(wall["old"]["plugin"]), statistics.median(wall["new"]["plugin"])
     print(f"RATIO plugin step old / new: {old / new:.3f}x")
+    machine = machine_info("cpu")
+    print(f"command: {command_line()}")
+    print(f"machine: {machine.cpu_model}, {machine.cores} cores, torch {machine.torch_version} "
+          f"({args.threads} threads), load {machine.load}")
+    print(f"date: {machine.date}")
 
 
 if __name__ == "__main__":
