@@ -555,14 +555,14 @@ class Bench:
                     f"model.mask_channel_prob={FAIRSEQ_CHANNEL_MASK_PROB}"]
         return out
 
-    def plugin_only(self) -> list[str]:
-        return [f"++task.precision={self.args.plugin_precision}", *self.args.plugin_override]
+    def plugin_only(self, cmp: Comparison) -> list[str]:
+        return plugin_only_fields(self.args, cmp)
 
     def arm_overrides(self, cmp: Comparison, arm: str) -> list[str]:
         n = cmp.names[arm]
         out = [f"task._name={n.task}", f"model._name={n.model}", f"criterion._name={n.criterion}"]
         if arm == "plugin":
-            out += [f"common.user_dir={USER_DIR}", *self.plugin_only()]
+            out += [f"common.user_dir={USER_DIR}", *self.plugin_only(cmp)]
         return out
 
     def run_dir(self, cmp: Comparison, arm: str, seed: int) -> Path:
@@ -603,7 +603,7 @@ class Bench:
         a = self.args
         seeds = a.seeds
         updates = a.updates if cmp is PRETRAINING else a.ft_updates
-        check_fields(cmp, self.shared(cmp, seeds[0], data, self.work, pretrained or self.work), self.plugin_only())
+        check_fields(cmp, self.shared(cmp, seeds[0], data, self.work, pretrained or self.work), self.plugin_only(cmp))
         if not a.report_only:
             for i, seed in enumerate(seeds):
                 # Order alternates with the seed (fairseq first, then plugin first, ...), so that
@@ -640,6 +640,29 @@ def audio_rates(cmp: Comparison, data: Path, args: argparse.Namespace) -> dict[s
             for arm in ARMS}
 
 
+def plugin_only_fields(args: argparse.Namespace, cmp: Comparison) -> list[str]:
+    """The plugin arm's own fields: its precision, for fine-tuning the frozen-feature cache, and
+    any ``--plugin-override``."""
+    out = [f"++task.precision={args.plugin_precision}"]
+    if cmp is FINETUNING and args.ft_feature_cache_mb > 0:
+        out.append(f"++model.feature_cache_mb={args.ft_feature_cache_mb:g}")
+    return out + list(args.plugin_override)
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    """``auto``: bf16 where torch has bf16 kernels for the device (a bf16 GPU; an AVX-512 CPU),
+    else fp32: on an AVX2-only CPU torch's bf16 falls back to loops many times slower than fp32."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    from w2v2_plugin.precision import cpu_has_bf16_kernels
+
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16_kernels() else "fp32"
+
+
 def settings_lines(args: argparse.Namespace, audio: dict[str, dict[str, AudioPerUpdate]]) -> list[str]:
     out = [f"corpus: espeak-ng, {args.unlabeled_hours:g} h unlabeled ({args.valid_percent:g} held out for "
            f"validation), {args.labeled_minutes:g} min labeled, {args.dev_minutes:g} min dev (held-out speakers), "
@@ -650,7 +673,8 @@ def settings_lines(args: argparse.Namespace, audio: dict[str, dict[str, AudioPer
            f"still ~2/3 of its peak at the end: a slice of a longer run), fine-tuning {args.ft_updates} updates "
            f"(the yaml's tri-stage schedule over them, encoder frozen for {min(50, args.ft_updates // 8)}, "
            f"mask_channel_prob {FAIRSEQ_CHANNEL_MASK_PROB}: the yaml's 0.05 crashes fairseq's channel masking)",
-           f"plugin-only: {' '.join(['++task.precision=' + args.plugin_precision, *args.plugin_override])}; "
+           f"plugin-only: pretraining {' '.join(plugin_only_fields(args, PRETRAINING))}, fine-tuning "
+           f"{' '.join(plugin_only_fields(args, FINETUNING))}; "
            f"common.user_dir for the plugin arm only; seeds {' '.join(map(str, args.seeds))}, arms one after the "
            "other, order alternating with the seed"]
     for key, per_arm in audio.items():
@@ -693,8 +717,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=1, help="dataset.num_workers of every run")
     p.add_argument("--validate-every", type=int, default=50, help="dataset.validate_interval_updates (default: 50)")
     p.add_argument("--table-every", type=int, default=250, help="the metric's columns every N updates (default: 250)")
-    p.add_argument("--plugin-precision", choices=["fp32", "bf16"], default="bf16",
-                   help="task.precision of the plugin arm (default: %(default)s)")
+    p.add_argument("--plugin-precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="task.precision of the plugin arm; auto: bf16 where torch has bf16 kernels for the "
+                        "device (AVX-512 CPU, bf16 GPU), else fp32 (default: %(default)s)")
+    p.add_argument("--ft-feature-cache-mb", type=float, default=1024,
+                   help="model.feature_cache_mb of the plugin's fine-tuning arm (0: off; default: %(default)s)")
     p.add_argument("--plugin-override", action="append", default=[], metavar="KEY=VALUE",
                    help="another plugin-only field of the plugin arm (e.g. ++task.FIELD=...); refused if "
                         "fairseq's task/model/criterion accepts it too (repeatable)")
@@ -708,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.plugin_precision = resolve_precision(args.plugin_precision, args.device)
     for o in args.plugin_override:
         if "=" not in o:
             raise SystemExit(f"--plugin-override {o!r}: expected KEY=VALUE")

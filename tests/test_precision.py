@@ -3,6 +3,7 @@ optimizer state, and the model's sensitive parts kept fp32; fp32 stays fairseq's
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,19 @@ def test_bf16_pretraining_run(tmp_path: Path) -> None:
     assert all(torch.isfinite(torch.tensor(float(r["loss"]))) for r in records)
     state = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", weights_only=True)
     assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, caplog) -> None:
+    """On an AVX2-only CPU torch's bf16 kernels are reference loops (80x slower matrix products
+    measured): the run is told so, once, and pointed at fp32."""
+    import w2v2_plugin.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16_kernels", lambda: False)
+    precision.warn_slow_cpu_bf16.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="w2v2_plugin.precision"):
+        for _ in range(2):
+            with step_autocast("bf16", "cpu"):
+                assert torch.is_autocast_enabled("cpu")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "use task.precision=fp32" in warnings[0]
+    precision.warn_slow_cpu_bf16.cache_clear()

@@ -19,11 +19,15 @@ What stays fp32 under bf16 autocast (tests/test_precision.py checks it):
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from contextlib import AbstractContextManager
 
 import torch
 
 from w2v2_common.errors import W2v2Error
+
+logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -45,7 +49,25 @@ def step_autocast(precision: str, device_type: str) -> AbstractContextManager:
     if device_type == "cuda" and not torch.cuda.is_bf16_supported():
         raise PrecisionError("task.precision=bf16: this GPU has no bf16 support; use fp32 "
                              "(or fairseq's common.fp16 / common.amp)")
+    if device_type == "cpu" and not cpu_has_bf16_kernels():
+        warn_slow_cpu_bf16()
     return torch.autocast(device_type, dtype=torch.bfloat16)
+
+
+@functools.cache
+def cpu_has_bf16_kernels() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU: AVX-512 (bf16 emulated), or avx512_bf16 /
+    AMX (native, where bf16 pays). Without AVX-512 torch falls back to reference loops: a bf16
+    matrix product there was measured 80x slower than fp32's (AMD EPYC, AVX2 only, torch 2.13,
+    BENCHMARKS.md)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@functools.cache
+def warn_slow_cpu_bf16() -> None:
+    logger.warning("task.precision=bf16 on a CPU without native bf16 (torch reports %s; needs AVX-512 "
+                   "or AMX): bf16 runs many times slower than fp32 here; use task.precision=fp32",
+                   torch.backends.cpu.get_cpu_capability())
 
 
 def fp32_region(x: torch.Tensor) -> AbstractContextManager:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ..decoding.errors import DecodingError
 from ..decoding.units import UnitDictionary
 from ..models.conv_geometry import ConvLayerSpec, ConvSpecError, default_conv_layers, frame_geometry, parse_conv_layers
+from ..models.feature_cache import drop_feature_caches
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +226,7 @@ def load_acoustic_model(path: str | Path, data_dir: str | None = None, dict_path
                             f"fine-tuned CTC checkpoint?") from None
     del state
     model = models[0]
+    drop_feature_caches(model)  # a fine-tuning option (model.feature_cache_mb): no use here
     if not hasattr(model, "get_normalized_probs"):
         raise DecodingError(f"{path}: the model has no CTC output (get_normalized_probs); pass a fine-tuned "
                             f"CTC checkpoint, not a pretraining one")

@@ -20,6 +20,7 @@ from ..precision import fp32_region
 from .config import W2v2Config, check_supported, parse_latent_temp
 from .contrastive import compute_diversity_loss, compute_features_penalty, contrastive_logits, sample_negatives
 from .conv_geometry import parse_conv_layers
+from .feature_cache import FrozenFeatureCache
 from .feature_encoder import FeatureEncoder, GradMultiply, lengths_to_padding_mask
 from .masking import compute_mask_indices
 from .quantizer import GumbelQuantizer
@@ -84,6 +85,8 @@ class W2v2Model(BaseFairseqModel):
         self.target_glu: nn.Module | None = (
             nn.Sequential(nn.Linear(final_dim, final_dim * 2), nn.GLU()) if cfg.target_glu else None)
         self.context_projection: nn.Linear | None = nn.Linear(cfg.encoder_embed_dim, final_dim)
+        # set by fine-tuning (model.feature_cache_mb) for a frozen encoder; not part of the state
+        self.frozen_feature_cache: FrozenFeatureCache | None = None
 
     @classmethod
     def build_model(cls, cfg: W2v2Config, task=None) -> W2v2Model:
@@ -162,13 +165,16 @@ class W2v2Model(BaseFairseqModel):
         """Z = f(X) and the feature penalty on it.
 
         source: (batch, sample) -> features (batch, frame, C) before the layer norm, penalty ().
-        f's gradient is scaled by ``feature_grad_mult``; at 0 no graph is built at all.
+        f's gradient is scaled by ``feature_grad_mult``; at 0 no graph is built at all, and a
+        ``frozen_feature_cache``, when set, returns the rows it has seen (models/feature_cache.py).
         """
         cfg = self.cfg
         if cfg.feature_grad_mult > 0:
             features = self.feature_encoder(source)
             if cfg.feature_grad_mult != 1.0:
                 features = GradMultiply.apply(features, cfg.feature_grad_mult)
+        elif self.frozen_feature_cache is not None:
+            features = self.frozen_feature_cache.features(self.feature_encoder, source)
         else:
             with torch.no_grad():  # frozen encoder: no graph is built
                 features = self.feature_encoder(source)
