@@ -115,5 +115,5 @@ def drop_feature_caches(model: nn.Module) -> None:
     """Switch the cache off in every submodule of ``model`` that holds one (inference sees each
     utterance once: a cache would only cost hashing and memory)."""
     for module in model.modules():
-        if getattr(module, "frozen_feature_cache", None) is not None:
-            module.frozen_feature_cache = None
+        if isinstance(getattr(module, "frozen_feature_cache", None), FrozenFeatureCache):
+            setattr(module, "frozen_feature_cache", None)  # noqa: B010  (an attribute of some modules only)
