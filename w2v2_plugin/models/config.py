@@ -47,6 +47,11 @@ class W2v2Config(FairseqDataclass):
     dropout_input: float = field(default=0.0,
         metadata={"help": "dropout on the projected features (transformer input)"})
     dropout_features: float = field(default=0.0, metadata={"help": "dropout on the unmasked features used as targets"})
+    packed_dropout: bool = field(default=False, metadata={
+        "help": "plugin-only: on CPU, draw dropout masks from 16-bit lanes of 64-bit random numbers (a quarter "
+                "of torch's random draws; drop rate exact to 1/65536) instead of torch's per-element "
+                "Bernoulli; a different random stream, so not bit-for-bit a run without it "
+                "(models/dropout.py). Attention-weight dropout stays torch's"})
     final_dim: int = field(
         default=0, metadata={"help": "dimension of the contrastive space (context and targets); 0 = encoder_embed_dim"})
     layer_norm_first: bool = field(default=False,

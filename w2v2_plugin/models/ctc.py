@@ -30,6 +30,7 @@ from omegaconf import II, MISSING
 from ..config_access import config_value
 from ..interop.pretrained import Pretrained, PretrainedModelError, plain_w2v_args, read_pretrained
 from .config import W2v2Config
+from .dropout import make_dropout
 from .feature_cache import FrozenFeatureCache
 from .wav2vec2 import W2v2Model
 
@@ -104,6 +105,9 @@ class W2v2CtcConfig(FairseqDataclass):
                                      "validations instead of recomputing it (needs feature_grad_mult=0; "
                                      "0: off). Fine-tuning on a CPU: about a third of the step"})
     layerdrop: float = field(default=0.0, metadata={"help": "probability of dropping a layer in wav2vec 2.0"})
+    packed_dropout: bool = field(
+        default=False, metadata={"help": "plugin-only: cheaper dropout masks on CPU (see the w2v2 model's "
+                                         "packed_dropout; replaces the pretrained model's setting)"})
     drop_path: float = field(default=0, metadata={"help": "data2vec only (must stay 0)"})
     mask_channel_min_space: Optional[int] = field(
         default=1, metadata={"help": "min space between spans (if no overlap is enabled)"})
@@ -174,7 +178,7 @@ def _overrides(cfg: W2v2CtcConfig) -> dict[str, Any]:
         "mask_channel_other": cfg.mask_channel_other,
         "no_mask_channel_overlap": cfg.no_mask_channel_overlap,
         "encoder_layerdrop": cfg.layerdrop, "feature_grad_mult": cfg.feature_grad_mult,
-        "checkpoint_activations": cfg.checkpoint_activations,
+        "checkpoint_activations": cfg.checkpoint_activations, "packed_dropout": cfg.packed_dropout,
     }
 
 
@@ -225,7 +229,7 @@ class W2v2CtcEncoder(FairseqEncoder):
             self.w2v_model.frozen_feature_cache = FrozenFeatureCache(cfg.feature_cache_mb)
 
         dim = self.w2v_model.cfg.encoder_embed_dim
-        self.final_dropout = torch.nn.Dropout(cfg.final_dropout)
+        self.final_dropout = make_dropout(cfg.final_dropout, cfg.packed_dropout)
         self.proj = torch.nn.Linear(dim, output_size)
         torch.nn.init.xavier_uniform_(self.proj.weight)  # fairseq's Linear() init
         torch.nn.init.constant_(self.proj.bias, 0.0)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import W2v2Config
+from .dropout import make_dropout
 
 
 def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -84,12 +85,13 @@ class SelfAttention(nn.Module):
 class FeedForward(nn.Module):
     """Position-wise FFN: Linear -> activation -> dropout -> Linear."""
 
-    def __init__(self, dim: int, inner_dim: int, activation: str, activation_dropout: float) -> None:
+    def __init__(self, dim: int, inner_dim: int, activation: str, activation_dropout: float,
+                 packed_dropout: bool = False) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, inner_dim)
         self.fc2 = nn.Linear(inner_dim, dim)
         self.activation = get_activation(activation)
-        self.activation_dropout = nn.Dropout(activation_dropout)
+        self.activation_dropout = make_dropout(activation_dropout, packed_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.activation_dropout(self.activation(self.fc1(x))))
@@ -102,13 +104,13 @@ class EncoderLayer(nn.Module):
     """
 
     def __init__(self, attention: SelfAttention, feed_forward: FeedForward, dim: int, dropout: float,
-                 layer_norm_first: bool) -> None:
+                 layer_norm_first: bool, packed_dropout: bool = False) -> None:
         super().__init__()
         self.attention = attention
         self.feed_forward = feed_forward
         self.attention_norm = nn.LayerNorm(dim)
         self.final_norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = make_dropout(dropout, packed_dropout)
         self.layer_norm_first = layer_norm_first
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,12 +136,12 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, pos_conv: ConvPositionalEmbedding, layers: Sequence[EncoderLayer], dim: int,
                  dropout: float, layerdrop: float, layer_norm_first: bool,
-                 checkpoint_activations: bool = False) -> None:
+                 checkpoint_activations: bool = False, packed_dropout: bool = False) -> None:
         super().__init__()
         self.pos_conv = pos_conv
         self.layers = nn.ModuleList(layers)
         self.layer_norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = make_dropout(dropout, packed_dropout)
         self.layerdrop = layerdrop
         self.layer_norm_first = layer_norm_first
         self.checkpoint_activations = checkpoint_activations
@@ -197,10 +199,12 @@ def build_transformer_encoder(cfg: W2v2Config) -> TransformerEncoder:
     layers = [
         EncoderLayer(
             attention=SelfAttention(dim, cfg.encoder_attention_heads, cfg.attention_dropout),
-            feed_forward=FeedForward(dim, cfg.encoder_ffn_embed_dim, str(cfg.activation_fn), cfg.activation_dropout),
+            feed_forward=FeedForward(dim, cfg.encoder_ffn_embed_dim, str(cfg.activation_fn), cfg.activation_dropout,
+                                     cfg.packed_dropout),
             dim=dim,
             dropout=cfg.dropout,
             layer_norm_first=cfg.layer_norm_first,
+            packed_dropout=cfg.packed_dropout,
         )
         for _ in range(cfg.encoder_layers)
     ]
@@ -214,4 +218,5 @@ def build_transformer_encoder(cfg: W2v2Config) -> TransformerEncoder:
         layerdrop=cfg.encoder_layerdrop,
         layer_norm_first=cfg.layer_norm_first,
         checkpoint_activations=cfg.checkpoint_activations,
+        packed_dropout=cfg.packed_dropout,
     )

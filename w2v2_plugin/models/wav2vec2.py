@@ -20,6 +20,7 @@ from ..precision import fp32_region
 from .config import W2v2Config, check_supported, parse_latent_temp
 from .contrastive import compute_diversity_loss, compute_features_penalty, contrastive_logits, sample_negatives
 from .conv_geometry import parse_conv_layers
+from .dropout import make_dropout
 from .feature_cache import FrozenFeatureCache
 from .feature_encoder import FeatureEncoder, GradMultiply, lengths_to_padding_mask
 from .masking import compute_mask_indices
@@ -67,8 +68,8 @@ class W2v2Model(BaseFairseqModel):
         self.feature_norm = nn.LayerNorm(self.feature_dim)
         self.feature_projection: nn.Linear | None = (
             nn.Linear(self.feature_dim, cfg.encoder_embed_dim) if self.feature_dim != cfg.encoder_embed_dim else None)
-        self.dropout_input = nn.Dropout(cfg.dropout_input)
-        self.dropout_features = nn.Dropout(cfg.dropout_features)
+        self.dropout_input = make_dropout(cfg.dropout_input, cfg.packed_dropout)
+        self.dropout_features = make_dropout(cfg.dropout_features, cfg.packed_dropout)
         self.mask_embedding = nn.Parameter(torch.empty(cfg.encoder_embed_dim).uniform_())
         self.encoder = build_transformer_encoder(cfg)
 
