@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -59,12 +58,11 @@ class FrozenFeatureCache:
         self.stored_bytes = 0
         self._full_reported = False
 
-    def features(self, encoder: nn.Module, source: torch.Tensor,
-                 compute: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    def features(self, encoder: nn.Module, source: torch.Tensor) -> torch.Tensor:
         """Z for a batch: (batch, sample) -> (batch, frame, C), without a graph.
 
-        ``compute`` (default: ``encoder`` itself) runs the encoder on the rows not stored yet,
-        as one sub-batch of the same padded length.
+        The rows not stored yet run through ``encoder`` as one sub-batch of the same padded
+        length (the whole batch, uncopied, when none is stored: every batch of a first epoch).
         """
         self._check_weights(encoder)
         keys = row_keys(source)
@@ -74,7 +72,7 @@ class FrozenFeatureCache:
         self.misses += len(missing)
         if missing:
             with torch.no_grad():
-                fresh = (compute or encoder)(source[missing])  # (missing rows, frame, C)
+                fresh = encoder(source if len(missing) == len(keys) else source[missing])  # (missing, frame, C)
             for j, i in enumerate(missing):
                 rows[i] = fresh[j]
                 self._store(keys[i], fresh[j])
