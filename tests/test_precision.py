@@ -152,3 +152,26 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, caplog) -> None:
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "use task.precision=fp32" in warnings[0]
     precision.warn_slow_cpu_bf16.cache_clear()
+
+
+def test_bf16_ctc_output_layer_is_fp32(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from test_conversion_ctc import letter_dictionary, save_fairseq_wav2vec2
+
+    from w2v2_plugin.models.ctc import W2v2Ctc, W2v2CtcConfig
+
+    pre = save_fairseq_wav2vec2(tmp_path / "pretrained.pt")
+    task = SimpleNamespace(target_dictionary=letter_dictionary(), blank_symbol="<s>")
+    model = W2v2Ctc.build_model(W2v2CtcConfig(w2v_path=str(pre), normalize=False, data=str(tmp_path),
+                                              ddp_backend="legacy_ddp", apply_mask=False), task).eval()
+    seen: dict[str, torch.dtype] = {}
+    layer = model.w2v_encoder.w2v_model.encoder.layers[0]
+    hooks = [layer.register_forward_hook(lambda m, i, o: seen.__setitem__("layer", o[0].dtype)),
+             model.w2v_encoder.proj.register_forward_hook(lambda m, i, o: seen.__setitem__("proj_in", i[0].dtype))]
+    with torch.no_grad(), step_autocast("bf16", "cpu"):
+        out = model(source=audio(2, 8000), padding_mask=None)
+    for h in hooks:
+        h.remove()
+    assert seen["layer"] == BF16  # the context network runs in bf16 ...
+    assert seen["proj_in"] == torch.float32 and out["encoder_out"].dtype == torch.float32  # ... its output layer not

@@ -14,7 +14,8 @@ What stays fp32 under bf16 autocast (tests/test_precision.py checks it):
 - the two projections into the contrastive space and the cosine logits (models/wav2vec2.py,
   models/contrastive.py);
 - the feature penalty and every loss term (models/contrastive.py, criterions/);
-- the CTC output layer's log-softmax and the CTC loss (models/ctc.py, criterions/ctc.py).
+- the CTC output layer (projection and log-softmax) and the CTC loss (models/ctc.py,
+  criterions/ctc.py).
 """
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from omegaconf import II, MISSING
 
 from ..config_access import config_value
 from ..interop.pretrained import Pretrained, PretrainedModelError, plain_w2v_args, read_pretrained
+from ..precision import fp32_region
 from .config import W2v2Config
 from .dropout import make_dropout
 from .feature_cache import FrozenFeatureCache
@@ -258,7 +259,10 @@ class W2v2CtcEncoder(FairseqEncoder):
             x = res["x"].transpose(0, 1)  # (batch, frame, dim) -> (frame, batch, dim)
             frame_padding = res["padding_mask"]
         x = self.final_dropout(x)
-        x = self.proj(x)  # (frame, batch, vocab)
+        # the output layer in fp32 also under autocast: bf16 logits keep ~3 significant digits,
+        # too coarse for CTC's gradients (the issue: logits and losses fp32); (T, B, C) -> (T, B, V)
+        with fp32_region(x):
+            x = self.proj(x.float())
         return {"encoder_out": x, "padding_mask": frame_padding,
                 "layer_results": res["layer_results"]}
 
