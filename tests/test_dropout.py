@@ -9,6 +9,7 @@ from torch import nn
 
 from w2v2_plugin.models.config import W2v2Config
 from w2v2_plugin.models.dropout import LANES, PackedDropout, drop_threshold, keep_mask, make_dropout
+from w2v2_plugin.models.transformer import SelfAttention
 from w2v2_plugin.models.wav2vec2 import W2v2Model
 
 
@@ -69,9 +70,45 @@ def test_the_model_option_swaps_every_dropout_and_the_default_keeps_torchs():
     kinds = {type(m) for m in default.modules() if isinstance(m, (nn.Dropout, PackedDropout))}
     assert kinds == {nn.Dropout}
     n_packed = sum(isinstance(m, PackedDropout) for m in packed.modules())
-    assert n_packed == 2 + 1 + 2 * 2  # input + features, encoder input, per layer: residual + FFN
+    # input + features, encoder input, per layer: residual + FFN + attention weights
+    assert n_packed == 2 + 1 + 2 * 3
     assert not any(isinstance(m, nn.Dropout) for m in packed.modules())
     out = packed.train()(torch.randn(2, 8000))
     assert torch.isfinite(out["x"]).all()
     out["x"].float().logsumexp(0).sum().backward()
     assert make_dropout(0.1, packed=False).__class__ is nn.Dropout
+
+
+def attention_inputs(seed: int = 0):
+    torch.manual_seed(seed)
+    attn = SelfAttention(32, 4, dropout=0.2, packed_dropout=True)
+    x = torch.randn(3, 11, 32)
+    attend = torch.tensor([[True] * 11, [True] * 7 + [False] * 4, [True] * 2 + [False] * 9])
+    return attn, x, attend[:, None, None, :]
+
+
+def test_explicit_attention_without_dropout_is_sdpa():
+    attn, x, mask = attention_inputs()
+    q, k, v = attn.in_proj(x).view(3, 11, 3, 4, 8).permute(2, 0, 3, 1, 4).unbind(0)
+    ours = SelfAttention.attend_with_packed_dropout(q, k, v, mask, nn.Identity())
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_weights_dropout_is_packed_and_unbiased(monkeypatch):
+    attn, x, mask = attention_inputs(1)
+    attn.train()
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, **k: pytest.fail("SDPA called with packed attention dropout"))
+    with torch.no_grad():
+        draws = torch.stack([attn(x, mask) for _ in range(4000)])
+    assert not torch.equal(draws[0], draws[1])  # a new mask per call
+    attn.eval()
+    monkeypatch.undo()
+    with torch.no_grad():
+        expected = attn(x, mask)
+    # the mean over draws tends to the undropped output (dropout's expectation is its input)
+    assert (draws.mean(0) - expected).abs().max() < 0.05 * expected.abs().max()
+    y = attn.train()(x.requires_grad_(), mask)
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import W2v2Config
-from .dropout import make_dropout
+from .dropout import PackedDropout, make_dropout
 
 
 def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -59,15 +59,22 @@ class ConvPositionalEmbedding(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with one fused QKV projection and SDPA."""
+    """Multi-head self-attention with one fused QKV projection and SDPA.
 
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+    With ``packed_dropout`` and attention dropout in training on CPU, the attention weights
+    are formed explicitly and dropped with :class:`PackedDropout`: SDPA's dropout on CPU runs
+    its reference path, which draws one Bernoulli number per weight (a (5, 4, 187, 187) draw
+    was 9 % of a tiny pretraining step in bf16) and upcasts q, k, v to fp32.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, packed_dropout: bool = False) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"encoder_embed_dim {dim} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.dropout = dropout
+        self.weights_dropout = PackedDropout(dropout) if packed_dropout and dropout > 0 else None
         self.in_proj = nn.Linear(dim, 3 * dim)  # rows: [q; k; v]
         self.out_proj = nn.Linear(dim, dim)
 
@@ -76,10 +83,24 @@ class SelfAttention(nn.Module):
         bsz, tsz, dim = x.shape
         qkv = self.in_proj(x).view(bsz, tsz, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, head, frame, head_dim)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        if self.weights_dropout is not None and self.training and x.device.type == "cpu":
+            y = self.attend_with_packed_dropout(q, k, v, attn_mask, self.weights_dropout)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(bsz, tsz, dim)
         return self.out_proj(y)
+
+    @staticmethod
+    def attend_with_packed_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                   attn_mask: torch.Tensor | None, dropout: nn.Module) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) with dropout on the weights, times v: (batch, head, frame, d)
+        each -> (batch, head, frame, d). The softmax runs in fp32 (also under autocast)."""
+        scores = torch.matmul(q, k.transpose(-2, -1)) * (q.size(-1) ** -0.5)  # (batch, head, frame, frame)
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        weights = dropout(F.softmax(scores.float(), dim=-1))
+        return torch.matmul(weights.to(v.dtype), v)
 
 
 class FeedForward(nn.Module):
@@ -198,7 +219,7 @@ def build_transformer_encoder(cfg: W2v2Config) -> TransformerEncoder:
     dim = cfg.encoder_embed_dim
     layers = [
         EncoderLayer(
-            attention=SelfAttention(dim, cfg.encoder_attention_heads, cfg.attention_dropout),
+            attention=SelfAttention(dim, cfg.encoder_attention_heads, cfg.attention_dropout, cfg.packed_dropout),
             feed_forward=FeedForward(dim, cfg.encoder_ffn_embed_dim, str(cfg.activation_fn), cfg.activation_dropout,
                                      cfg.packed_dropout),
             dim=dim,
