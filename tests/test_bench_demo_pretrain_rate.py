@@ -1,0 +1,25 @@
+"""benchmarks/bench_demo_pretrain_rate.py without training: the arms share the demo's command and
+differ only in the settings they name."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_demo_pretrain_rate as rate  # noqa: E402
+
+
+def test_arms_differ_only_in_their_overrides(tmp_path):
+    cmds = {arm: rate.train_command(tmp_path, tmp_path / "save", 50, 3, extra) for arm, extra in rate.ARMS.items()}
+    shared = [set(c) - set(rate.ARMS[arm]) for arm, c in cmds.items()]
+    assert all(s == shared[0] for s in shared)
+    assert "optimization.max_update=50" in shared[0] and "common.seed=3" in shared[0]
+    assert "dataset.disable_validation=true" in shared[0]
+    assert "dataset.max_tokens=192000" in cmds["old-demo"] and "++task.precision=bf16" in cmds["demo-bf16"]
+
+
+def test_max_tokens_of_reads_the_arm():
+    assert rate.max_tokens_of(rate.ARMS["old-demo"]) == 192000
+    assert rate.max_tokens_of(rate.ARMS["demo"]) == 320000
