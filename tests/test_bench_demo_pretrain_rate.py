@@ -23,3 +23,18 @@ def test_arms_differ_only_in_their_overrides(tmp_path):
 def test_max_tokens_of_reads_the_arm():
     assert rate.max_tokens_of(rate.ARMS["old-demo"]) == 192000
     assert rate.max_tokens_of(rate.ARMS["demo"]) == 320000
+
+
+def test_profile_counts_self_time_by_innermost_frame(tmp_path):
+    import profile_real_run as prof
+
+    raw = tmp_path / "raw.txt"
+    raw.write_text("main (train.py:1);step (trainer.py:9);_engine_run_backward (graph.py:8) 30\n"
+                   "main (train.py:1);step (trainer.py:9);forward (conv.py:3) 10\n"
+                   "worker (torch/utils/data/_utils/worker.py:2);read (soundfile.py:5) 10\n"
+                   "not a sample line\n")
+    counts, total = prof.leaf_counts(raw)
+    assert total == 50
+    assert counts.most_common(1) == [("_engine_run_backward (graph.py:8)", 30)]
+    assert prof.stack_share(raw, ("_engine_run_backward",)) == 30
+    assert prof.stack_share(raw, prof.DATA_PATH_FILES) == 10
