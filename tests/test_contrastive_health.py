@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import pytest
@@ -79,3 +80,56 @@ def test_forward_warns_on_nan_loss(monitor: TrainingHealth, caplog: pytest.LogCa
     with caplog.at_level(logging.WARNING, logger="w2v2_plugin.health"):
         W2v2ContrastiveCriterion(None, infonce=True)(Broken(), {"id": torch.arange(1), "net_input": {}})
     assert "TRAINING HEALTH: the loss is nan" in caplog.text and monitor.nonfinite_count == 1
+
+
+def test_context_collapse_is_reported_only_after_the_loss_had_fallen(caplog: pytest.LogCaptureFixture) -> None:
+    health = TrainingHealth(HealthThresholds(chance_patience=3))
+    chance = math.log(51)
+    # the first updates of every run sit at chance: nothing to report yet
+    assert all(health.observe_contrastive(chance, 51) is None for _ in range(100))
+    assert health.chance_streak == 0 and not health.has_learned
+    assert health.observe_contrastive(0.9 * chance, 51) is None and health.has_learned
+    with caplog.at_level(logging.WARNING, logger="w2v2_plugin.health"):
+        said = [health.observe_contrastive(chance, 51) for _ in range(15)]
+    assert [i for i, m in enumerate(said) if m] == [2, 11]  # 3rd in a row, then the 10th after it
+    message = said[2]
+    assert message is not None and message in caplog.text
+    assert "context collapse" in message and "ln(51)" in message and "90.0%" in message
+    assert "optimization.lr" in message
+    # a step clearly below chance resets the streak; a non-finite loss or one candidate says nothing
+    assert health.observe_contrastive(0.98 * chance, 51) is None and health.chance_streak == 0
+    assert health.observe_contrastive(float("nan"), 51) is None
+    assert health.observe_contrastive(0.0, 1) is None and health.chance_streak == 0
+
+
+def test_reduce_metrics_reports_context_collapse(monitor: TrainingHealth, caplog: pytest.LogCaptureFixture) -> None:
+    def log(nats_per_step: float) -> dict[str, Any]:
+        # two forwards of 1000 masked steps each, 51 candidates
+        return {"loss": 2000 * nats_per_step, "ntokens": 2000, "nsentences": 8, "sample_size": 2000,
+                "_forwards": 2, "correct": 40, "count": 2000.0, "_contrastive": 2000 * nats_per_step,
+                "_candidates": 102.0}
+
+    monitor.thresholds.chance_patience = 2
+    with caplog.at_level(logging.WARNING, logger="w2v2_plugin.health"):
+        for nats in (3.0, math.log(51), math.log(51)):
+            with metrics.aggregate(new_root=True) as agg:
+                W2v2ContrastiveCriterion.reduce_metrics([log(nats)])
+    assert "context collapse" in caplog.text and "ln(51)" in caplog.text
+    assert "_contrastive" not in agg.get_smoothed_values() and "_candidates" not in agg.get_smoothed_values()
+
+
+def test_forward_logs_the_contrastive_term_and_candidates() -> None:
+    class AllAlike(torch.nn.Module):
+        def forward(self, **kwargs: Any) -> dict[str, Any]:
+            return {}
+
+        def get_logits(self, net_output: Any) -> torch.Tensor:
+            return torch.zeros(4, 11)  # every candidate scored alike: chance
+
+        def get_targets(self, sample: Any, net_output: Any) -> torch.Tensor:
+            return torch.zeros(4, dtype=torch.long)
+
+    _, sample_size, out = W2v2ContrastiveCriterion(None, infonce=True)(
+        AllAlike(), {"id": torch.arange(1), "net_input": {}})
+    assert sample_size == 4 and out["_candidates"] == 11.0
+    assert out["_contrastive"] == pytest.approx(4 * math.log(11), rel=1e-6)

@@ -33,6 +33,8 @@ from ..models.contrastive import compute_contrastive_loss
 _FORWARDS = "_forwards"  # number of forward passes summed into this logging output
 _CODE_PPL = "_code_perplexity"
 _NUM_VARS = "_num_vars"
+_CONTRASTIVE = "_contrastive"  # the InfoNCE term alone, nats summed over masked steps
+_CANDIDATES = "_candidates"  # K+1, the candidates each masked step scores
 _BUILTIN = {"loss", "ntokens", "nsentences", "sample_size", "correct", "count"}
 # fairseq's criterion can log raw logits/targets (for audio classification metrics): arrays
 # cannot be summed across workers, and wav2vec 2.0 pretraining does not use them.
@@ -157,6 +159,8 @@ class W2v2ContrastiveCriterion(FairseqCriterion):
         logging_output["correct"], logging_output["count"] = _accuracy_counts(logits)
 
         if reduce:
+            logging_output[_CONTRASTIVE] = float(losses[0])
+            logging_output[_CANDIDATES] = float(logits.size(-1))
             terms = {f"loss_{i}": float(t.detach()) for i, t in enumerate(losses)} if len(losses) > 1 else None
             MONITOR.observe_loss(float(logging_output["loss"]), terms)
         return loss, sample_size, logging_output
@@ -209,6 +213,11 @@ class W2v2ContrastiveCriterion(FairseqCriterion):
                     code_perplexity=total(_CODE_PPL) / forwards,
                     num_vars=total(_NUM_VARS) / forwards,
                     frames=sample_size / forwards,
+                )
+            if sample_size > 0 and any(_CONTRASTIVE in log for log in logging_outputs):
+                MONITOR.observe_contrastive(
+                    loss_per_step=total(_CONTRASTIVE) / sample_size,
+                    candidates=total(_CANDIDATES) / forwards,
                 )
 
     @staticmethod
