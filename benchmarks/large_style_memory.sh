@@ -21,7 +21,7 @@ shared=(--config-dir "$here/examples/wav2vec2/config/pretraining" --config-name 
         'optimization.lr=[0.001]' optimization.clip_norm=5 lr_scheduler.warmup_updates=50
         dataset.max_tokens=320000 dataset.num_workers=1 dataset.required_batch_size_multiple=1
         dataset.validate_interval_updates=50 dataset.validate_interval=1000000 checkpoint.no_save=true
-        model.extractor_mode=layer_norm model.layer_norm_first=true model.conv_bias=true)
+        model.extractor_mode=layer_norm ++model.layer_norm_first=true ++model.conv_bias=true)
 fairseq=(task._name=audio_pretraining model._name=wav2vec2 criterion._name=wav2vec)
 plugin=("common.user_dir=$here/w2v2_plugin")
 declare -A rss wall
@@ -33,8 +33,8 @@ run_arm() {
   read -r kb secs < "$work/$arm.time"
   rss[$arm]=$kb; wall[$arm]=$secs
   local acc
-  acc=$(grep -o '"valid_accuracy": "[0-9.]*"' "$work/$arm.log" | tail -1 | grep -o '[0-9.]*$' || echo n/a)
-  printf '%-22s peak RSS %6.0f MB   wall %7.1f s   last valid accuracy %s\n' "$arm" "$((kb / 1024))" "$secs" "$acc"
+  acc=$(sed -n 's/.*"valid_accuracy": "\([0-9.]*\)".*/\1/p' "$work/$arm.log" | tail -1)
+  printf '%-22s peak RSS %6.0f MB   wall %7.1f s   last valid accuracy %s\n' "$arm" "$((kb / 1024))" "$secs" "${acc:-n/a}"
 }
 run_arm fairseq_fp32 "${fairseq[@]}"
 run_arm plugin_fp32 "${plugin[@]}" ++task.precision=fp32
