@@ -34,6 +34,8 @@ from bench_time_to_accuracy import (
 from common import command_line, machine_info
 from omegaconf import OmegaConf
 
+from examples.demo.steps import resolve
+
 ARMS = {
     "old-demo": ["dataset.max_tokens=192000", "dataset.num_workers=0"],
     "demo": ["dataset.max_tokens=320000", "dataset.num_workers=1"],
@@ -44,8 +46,8 @@ ARMS = {
 
 def train_command(data: Path, save: Path, updates: int, seed: int, arm_overrides: list[str]) -> list[str]:
     """The demo's pretraining command (examples/demo/run.py: Demo.pretrain), without checkpoints."""
-    trainer = Path(sys.executable).with_name("fairseq-hydra-train")
-    return [str(trainer), "--config-dir", str(PRETRAIN_YAML.parent), "--config-name", PRETRAIN_YAML.stem,
+    trainer = resolve(["fairseq-hydra-train"])[0]
+    return [trainer, "--config-dir", str(PRETRAIN_YAML.parent), "--config-name", PRETRAIN_YAML.stem,
             f"task.data={data}", f"common.user_dir={USER_DIR}", f"hydra.run.dir={save / 'hydra'}",
             f"checkpoint.save_dir={save}", "checkpoint.no_save=true", "common.cpu=true",
             f"common.seed={seed}", f"optimization.max_update={updates}", "optimization.lr=[0.001]",

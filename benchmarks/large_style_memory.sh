@@ -24,14 +24,14 @@ shared=(--config-dir "$here/examples/wav2vec2/config/pretraining" --config-name 
         model.extractor_mode=layer_norm ++model.layer_norm_first=true ++model.conv_bias=true)
 fairseq=(task._name=audio_pretraining model._name=wav2vec2 criterion._name=wav2vec)
 plugin=("common.user_dir=$here/w2v2_plugin")
-declare -A rss wall
+declare -A rss
 run_arm() {
   local arm=$1; shift
   /usr/bin/time -f '%M %e' -o "$work/$arm.time" "$trainer" "${shared[@]}" "hydra.run.dir=$work/$arm" \
     "checkpoint.save_dir=$work/$arm/ckpt" "$@" > "$work/$arm.log" 2>&1 \
     || { tail -20 "$work/$arm.log" >&2; echo "large_style_memory.sh: arm $arm failed" >&2; exit 1; }
   read -r kb secs < "$work/$arm.time"
-  rss[$arm]=$kb; wall[$arm]=$secs
+  rss[$arm]=$kb
   local acc
   acc=$(sed -n 's/.*"valid_accuracy": "\([0-9.]*\)".*/\1/p' "$work/$arm.log" | tail -1)
   printf '%-22s peak RSS %6.0f MB   wall %7.1f s   last valid accuracy %s\n' "$arm" "$((kb / 1024))" "$secs" "${acc:-n/a}"

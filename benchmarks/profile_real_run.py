@@ -30,28 +30,27 @@ DATA_PATH_FILES = ("soundfile", "dataloader", "data/", "raw_audio_dataset", "wor
                    "iterators.py", "multiprocessing")
 
 
-def leaf_counts(raw: Path) -> tuple[collections.Counter[str], int]:
-    """Self-time samples per innermost frame from py-spy's raw (collapsed-stack) output."""
+def read_samples(raw: Path) -> list[tuple[list[str], int]]:
+    """py-spy's raw (collapsed-stack) output: (frames outermost first, sample count) per line."""
+    samples = []
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if stack and n.isdigit():
+            samples.append((stack.split(";"), int(n)))
+    return samples
+
+
+def leaf_counts(samples: list[tuple[list[str], int]]) -> tuple[collections.Counter[str], int]:
+    """Self-time samples per innermost frame, and all samples."""
     counts: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
-            continue
-        leaf = stack.split(";")[-1]
-        counts[leaf] += int(n)
-        total += int(n)
-    return counts, total
+    for frames, n in samples:
+        counts[frames[-1]] += n
+    return counts, sum(n for _, n in samples)
 
 
-def stack_share(raw: Path, needles: tuple[str, ...]) -> int:
+def stack_share(samples: list[tuple[list[str], int]], needles: tuple[str, ...]) -> int:
     """Samples whose stack passes through a frame whose text holds one of ``needles``."""
-    hits = 0
-    for line in raw.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if n.isdigit() and any(x in stack for x in needles):
-            hits += int(n)
-    return hits
+    return sum(n for frames, n in samples if any(x in frame for frame in frames for x in needles))
 
 
 def record(cmd: list[str], out: Path, warmup: float, duration: int, rate: int) -> None:
@@ -88,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         record(cmd, raw, args.warmup, args.duration, args.rate)
         if args.keep:
             shutil.copyfile(raw, args.keep)
-        counts, total = leaf_counts(raw)
-        backward = stack_share(raw, ("_engine_run_backward",))
-        data = stack_share(raw, DATA_PATH_FILES)
+        samples = read_samples(raw)
+    counts, total = leaf_counts(samples)
+    backward = stack_share(samples, ("_engine_run_backward",))
+    data = stack_share(samples, DATA_PATH_FILES)
     if not total:
         raise SystemExit("py-spy recorded no samples")
     print("\n| self time | frame |\n|---:|---|")

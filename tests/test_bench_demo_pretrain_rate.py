@@ -33,8 +33,9 @@ def test_profile_counts_self_time_by_innermost_frame(tmp_path):
                    "main (train.py:1);step (trainer.py:9);forward (conv.py:3) 10\n"
                    "worker (torch/utils/data/_utils/worker.py:2);read (soundfile.py:5) 10\n"
                    "not a sample line\n")
-    counts, total = prof.leaf_counts(raw)
+    samples = prof.read_samples(raw)
+    counts, total = prof.leaf_counts(samples)
     assert total == 50
     assert counts.most_common(1) == [("_engine_run_backward (graph.py:8)", 30)]
-    assert prof.stack_share(raw, ("_engine_run_backward",)) == 30
-    assert prof.stack_share(raw, prof.DATA_PATH_FILES) == 10
+    assert prof.stack_share(samples, ("_engine_run_backward",)) == 30
+    assert prof.stack_share(samples, prof.DATA_PATH_FILES) == 10

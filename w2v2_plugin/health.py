@@ -68,9 +68,13 @@ class TrainingHealth:
         self.low_usage_streak = 0
         self.collapse_warnings = 0
         self.nonfinite_count = 0
-        self.has_learned = False
-        self.lowest_loss_ratio = math.inf
+        self.lowest_loss_ratio = math.inf  # lowest contrastive loss seen, as a fraction of chance
         self.chance_streak = 0
+
+    @property
+    def has_learned(self) -> bool:
+        """The contrastive loss has once fallen to ``learned_loss_ratio`` of chance."""
+        return self.lowest_loss_ratio <= self.thresholds.learned_loss_ratio
 
     def reset(self) -> None:
         self.__init__(self.thresholds)  # type: ignore[misc]  # reason: re-running __init__ resets every counter in one place
@@ -135,7 +139,6 @@ class TrainingHealth:
             return None
         ratio = loss_per_step / math.log(candidates)
         self.lowest_loss_ratio = min(self.lowest_loss_ratio, ratio)
-        self.has_learned = self.has_learned or ratio <= self.thresholds.learned_loss_ratio
         if not self.has_learned or ratio < self.thresholds.chance_loss_ratio:
             self.chance_streak = 0
             return None
