@@ -152,16 +152,18 @@ class W2v2ContrastiveCriterion(FairseqCriterion):
         if "code_perplexity" in net_output and "num_vars" in net_output:
             logging_output[_CODE_PPL] = _as_float(net_output["code_perplexity"])
             logging_output[_NUM_VARS] = _as_float(net_output["num_vars"])
+        # each term read to the host once (one sync each); the InfoNCE term first
+        values = [term.item() for term in losses] if reduce else None
         if len(losses) > 1:
             for i, term in enumerate(losses):
-                logging_output[f"loss_{i}"] = term.item() if reduce else term.detach()
+                logging_output[f"loss_{i}"] = values[i] if values is not None else term.detach()
 
         logging_output["correct"], logging_output["count"] = _accuracy_counts(logits)
 
-        if reduce:
-            logging_output[_CONTRASTIVE] = float(losses[0])
+        if values is not None:
+            logging_output[_CONTRASTIVE] = values[0]
             logging_output[_CANDIDATES] = float(logits.size(-1))
-            terms = {f"loss_{i}": float(t.detach()) for i, t in enumerate(losses)} if len(losses) > 1 else None
+            terms = {f"loss_{i}": v for i, v in enumerate(values)} if len(values) > 1 else None
             MONITOR.observe_loss(float(logging_output["loss"]), terms)
         return loss, sample_size, logging_output
 
