@@ -73,3 +73,74 @@ def test_conv_block_channels_last_equals_channels_first(norm):
     ref = block(x).transpose(1, 2)
     got = block.forward_channels_last(x.transpose(1, 2).contiguous())
     assert torch.allclose(got, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["group", "layer", None])
+def test_conv_block_on_a_channels_last_view_equals_channels_first(norm):
+    """oneDNN's conv on the (batch, channel, 1, sample) channels-last view (the path under CPU
+    autocast), in fp32 here so that it can be compared closely, forward and gradients."""
+    from w2v2_plugin.models.feature_encoder import ConvBlock
+
+    torch.manual_seed(4)
+    block = ConvBlock(6, 8, 3, 2, True, norm)
+    x = torch.randn(2, 6, 41, requires_grad=True)  # (batch, channel, sample)
+    ref = block(x).transpose(1, 2)
+    (g_ref,) = torch.autograd.grad((ref * torch.linspace(-1, 1, ref.numel()).view_as(ref)).sum(), x)
+    got = block.forward_channels_last(x.transpose(1, 2), gemm=False)
+    (g_got,) = torch.autograd.grad((got * torch.linspace(-1, 1, got.numel()).view_as(got)).sum(), x)
+    assert torch.allclose(got, ref, atol=1e-5) and torch.allclose(g_got, g_ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_waveform_block_channels_last_equals_channels_first(norm):
+    """The first block as one GEMM with its norm on channels-last frames (ChannelNormGelu for the
+    group norm) against nn.Conv1d + GroupNorm/LayerNorm + GELU: outputs and every gradient."""
+    from w2v2_plugin.models.feature_encoder import ConvBlock
+
+    torch.manual_seed(5)
+    block = ConvBlock(1, 8, 10, 5, False, norm)
+    audio = torch.randn(3, 403)
+    ref = block(audio.unsqueeze(1)).transpose(1, 2)
+    weights = torch.linspace(-1, 1, ref.numel()).view_as(ref)
+    g_ref = torch.autograd.grad((ref * weights).sum(), list(block.parameters()))
+    got = block.forward_waveform_channels_last(audio)
+    g_got = torch.autograd.grad((got * weights).sum(), list(block.parameters()))
+    assert got.is_contiguous() and torch.allclose(got, ref, atol=1e-5)
+    for a, b in zip(g_got, g_ref):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_channel_norm_gelu_gradients_are_exact():
+    """ChannelNormGelu's hand-written backward against autograd's numerical gradients (float64),
+    a zero-variance channel included (eps keeps it finite)."""
+    from w2v2_plugin.models.feature_encoder import ChannelNormGelu
+
+    torch.manual_seed(6)
+    x = torch.randn(2, 7, 3, dtype=torch.float64)
+    x[1, :, 2] = 0.5  # a constant channel
+    x.requires_grad_()
+    w = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: ChannelNormGelu.apply(x, w, b, 1e-5), (x, w, b))
+    ref = torch.nn.functional.gelu(torch.nn.functional.group_norm(x.transpose(1, 2), 3, w, b, 1e-5)).transpose(1, 2)
+    assert torch.allclose(ChannelNormGelu.apply(x, w, b, 1e-5), ref)
+
+
+@pytest.mark.parametrize("mode", ["default", "layer_norm"])
+def test_encoder_under_cpu_autocast_follows_fp32_and_is_channels_last(mode):
+    """Under bf16 autocast on CPU the encoder runs channels-last (waveform block in fp32, the
+    rest with oneDNN in bf16): frames within bf16's rounding of the fp32 path, gradients pointing
+    the same way, and the output a contiguous (batch, frame, channel) tensor (no copy at the end)."""
+    torch.manual_seed(7)
+    enc = FeatureEncoder([(32, 10, 5), (32, 3, 2), (32, 3, 2), (32, 2, 2)], mode)
+    x = torch.randn(3, 1600)
+    y32, g32 = run(enc, x, gemm=enc.gemm_on_cpu)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16 = enc(x)
+    assert y16.dtype == torch.bfloat16 and y16.is_contiguous() and y16.shape == y32.shape
+    assert float((y16.detach().float() - y32).norm() / y32.norm()) < 0.02
+    enc.zero_grad()
+    (y16.float() * torch.linspace(-1, 1, y16.numel()).view_as(y16)).sum().backward()
+    for name, p in enc.named_parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32
+        assert float(torch.nn.functional.cosine_similarity(p.grad.flatten(), g32[name].flatten(), dim=0)) > 0.99, name

@@ -65,10 +65,20 @@ def test_check_precision_names_the_choices() -> None:
 def test_bf16_keeps_the_sensitive_parts_fp32() -> None:
     model = tiny_model()
     seen: dict[str, torch.dtype] = {}
+    encoder = model.feature_encoder
+    # on CPU the conv blocks run through their channels-last methods, not Module.__call__
+    def recording(name: str, run):
+        def record(*args, **kwargs):
+            y = run(*args, **kwargs)
+            seen.setdefault(name, y.dtype)
+            return y
+        return record
+
+    for name, owner, method in (("block0", encoder, "waveform_block"),
+                                ("block1", encoder.conv_layers[1], "forward_channels_last")):
+        setattr(owner, method, recording(name, getattr(owner, method)))
     hooks = [mod.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.dtype))
-             for name, mod in (("block0", model.feature_encoder.conv_layers[0]),
-                               ("block1", model.feature_encoder.conv_layers[1]),
-                               ("attention", model.encoder.layers[0].attention),
+             for name, mod in (("attention", model.encoder.layers[0].attention),
                                ("target_projection", model.target_projection),
                                ("context_projection", model.context_projection))]
     out, logits, _, grads = loss_and_grads(model, audio(), "bf16")

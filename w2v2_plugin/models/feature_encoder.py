@@ -23,6 +23,41 @@ def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor
     return torch.arange(max_len, device=lengths.device).unsqueeze(0) >= lengths.unsqueeze(1)
 
 
+class ChannelNormGelu(torch.autograd.Function):
+    """GELU(GroupNorm(x)) for a group norm with one group per channel, on channels-last data:
+    (batch, frame, channel) -> the same, fp32.
+
+    Written out for the CPU because there torch's channels-last group-norm kernel is 3.7x and
+    ``var_mean`` over a non-innermost dim 30x slower than plain sums over the frame axis (which
+    vectorise along the channels), and autograd through the elementwise formula makes a dozen
+    passes over the network's largest activation. Forward: mean, then the variance of the
+    centred values (two passes, as torch's kernel), affine, GELU. Only the centred input is
+    kept; backward recomputes the pre-GELU value from it (one pass, and one fewer tensor of
+    this size in memory than norm + GELU modules keep).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)  # (batch, 1, channel)
+        centred = x - mean
+        rstd = torch.rsqrt(centred.square().mean(1, keepdim=True) + eps)  # biased variance, as GroupNorm
+        ctx.save_for_backward(centred, rstd, weight, bias)
+        return F.gelu(torch.addcmul(bias, centred, rstd * weight))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        centred, rstd, weight, bias = ctx.saved_tensors
+        scale = rstd * weight  # (batch, 1, channel)
+        d_normed = torch.ops.aten.gelu_backward(grad, torch.addcmul(bias, centred, scale))
+        d_bias = d_normed.sum((0, 1))
+        d_scale_sum = (d_normed * centred).sum(1, keepdim=True)  # (batch, 1, channel)
+        d_weight = (d_scale_sum * rstd).sum((0, 1))
+        # d x = scale * (d - mean_t(d) - x_hat * mean_t(d * x_hat)), x_hat = centred * rstd
+        d_x = torch.addcmul(-scale * d_normed.mean(1, keepdim=True), d_normed, scale)
+        d_x.addcmul_(centred, -scale * rstd * rstd * d_scale_sum / centred.size(1))
+        return d_x, d_weight, d_bias, None
+
+
 class GradMultiply(torch.autograd.Function):
     """Identity forward; scales the gradient (feature_grad_mult)."""
 
@@ -39,9 +74,11 @@ class GradMultiply(torch.autograd.Function):
 class ConvBlock(nn.Module):
     """Conv1d -> optional norm (group norm, one group per channel, or layer norm over channels) -> GELU.
 
-    Two equal computations: ``forward`` on (batch, channel, sample) with ``nn.Conv1d`` (cuDNN on
-    GPU), and ``forward_channels_last`` on (batch, sample, channel) as one GEMM (CPU, see
-    :mod:`.conv_kernel`). Both use ``self.conv``'s parameters, so checkpoints are the same.
+    Equal computations in two layouts: ``forward`` on (batch, channel, sample) with
+    ``nn.Conv1d`` (cuDNN on GPU, fp32 BASE on CPU), and on CPU ``forward_channels_last`` on
+    (batch, sample, channel), its conv as one GEMM (:mod:`.conv_kernel`, fp32) or as oneDNN's
+    conv on a channels-last view (bf16 autocast); ``forward_waveform_channels_last`` is the first
+    block's. All use ``self.conv``'s parameters, so checkpoints are the same.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, bias: bool,
@@ -73,23 +110,23 @@ class ConvBlock(nn.Module):
             x = self._made_norm()(x.float().transpose(1, 2)).transpose(1, 2).type_as(x)
         return F.gelu(x)
 
-    def forward_to_channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (batch, channel, sample) -> (batch, frame, channel), contiguous. The layout changes
-        # after the conv and a group norm, before the GELU: GELU's backward then reads its input
-        # and its gradient in the same layout (mixed layouts run it several times slower).
-        x = self.conv(x)
+    def forward_waveform_channels_last(self, audio: torch.Tensor) -> torch.Tensor:
+        """The first block on channels-last data: (batch, sample) -> (batch, frame, channel),
+        contiguous. One GEMM over the samples' windows (one input channel) writes the frames
+        channels-last directly, and the norm runs in that layout: no transpose of the largest
+        activation of the network, forward or backward (each such copy costs as much as the
+        conv here)."""
+        x = self.conv_as_gemm(audio.unsqueeze(2))  # (batch, frame, channel)
         if self.norm_type == "group":
-            x = self._made_norm()(x.float()).type_as(x)
-        x = x.transpose(1, 2).contiguous()
+            norm = cast(nn.GroupNorm, self._made_norm())
+            return cast(torch.Tensor, ChannelNormGelu.apply(x, norm.weight, norm.bias, norm.eps))
         if self.norm_type == "layer":
-            x = self._made_norm()(x.float()).type_as(x)
+            x = self._made_norm()(x)
         return F.gelu(x)
 
-    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_channels_last(self, x: torch.Tensor, gemm: bool = True) -> torch.Tensor:
         # x: (batch, sample, channel) -> (batch, frame, channel)
-        w = self.conv.weight  # (out, in, kernel) -> (out, kernel * in), the window order of frame_windows
-        w = w.transpose(1, 2).reshape(w.size(0), -1)
-        x = StridedConv1d.apply(x, w, self.conv.bias, self.kernel, self.stride)
+        x = self.conv_as_gemm(x) if gemm else self.conv_on_channels_last_view(x)
         if self.norm_type == "group":
             # one group per channel = each channel normalized over time; the group-norm kernel
             # reads this (batch, channel, 1, frame) view as channels-last: no transpose copy
@@ -97,6 +134,23 @@ class ConvBlock(nn.Module):
         elif self.norm_type == "layer":
             x = self._made_norm()(x.float()).type_as(x)
         return F.gelu(x)
+
+    def conv_as_gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, sample, channel) -> (batch, frame, channel) as one matrix product (fp32 only:
+        :class:`.conv_kernel.StridedConv1d`'s backward is written for fp32)."""
+        w = self.conv.weight  # (out, in, kernel) -> (out, kernel * in), the window order of frame_windows
+        w = w.transpose(1, 2).reshape(w.size(0), -1)
+        return StridedConv1d.apply(x, w, self.conv.bias, self.kernel, self.stride)
+
+    def conv_on_channels_last_view(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, sample, channel) -> (batch, frame, channel), contiguous, with oneDNN's own
+        convolution. The input is viewed, not copied, as a channels-last (batch, channel, 1,
+        sample) image: oneDNN's bf16 kernels work in that layout, so forward and backward run
+        without the reorder copies a channels-first 1-D conv costs them (layers 2-7 of the
+        tiny encoder: 1.8x faster forward + backward in bf16, BENCHMARKS.md)."""
+        image = x.transpose(1, 2).unsqueeze(2)  # (batch, channel, 1, sample), channels-last strides
+        y = F.conv2d(image, self.conv.weight.unsqueeze(2), self.conv.bias, stride=(1, self.stride))
+        return y.squeeze(2).transpose(1, 2)  # (batch, frame, channel): a view of the channels-last output
 
 
 class FeatureEncoder(nn.Module):
@@ -121,7 +175,8 @@ class FeatureEncoder(nn.Module):
         # backward than nn.Conv1d with fairseq's transposes around each LayerNorm. The group-norm
         # extractor (BASE) keeps nn.Conv1d: there oneDNN's direct conv is as fast or faster
         # (GEMM path 0.66x forward, 0.9-1.0x forward + backward, BENCHMARKS.md "feature encoder").
-        # The two paths are tested equal; on GPU always nn.Conv1d (cuDNN).
+        # The two paths are tested equal; on GPU always nn.Conv1d (cuDNN). Under CPU autocast
+        # both extractors run channels-last with oneDNN's bf16 convs (see ``forward``).
         self.gemm_on_cpu = mode == "layer_norm"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,14 +187,18 @@ class FeatureEncoder(nn.Module):
             raise ValueError(f"audio of {x.size(1)} samples is shorter than the feature encoder's receptive "
                              f"field ({self.min_input_length} samples); pad or drop such clips")
         x = x.unsqueeze(1)  # (batch, 1, sample)
-        # CPU, layer-norm extractor: the blocks after the first run as GEMMs on channels-last
-        # data, which is also the layout the model wants at the end (not under autocast: the
-        # GEMM kernel's custom backward is fp32-only).
-        gemm = self.gemm_on_cpu and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
-        x = self.waveform_block(x, channels_last=gemm)
+        # On CPU the blocks after the first run on channels-last data, which is also the layout
+        # the model wants at the end: as GEMMs for the layer-norm extractor in fp32 (the GEMM
+        # kernel's custom backward is fp32-only), with oneDNN on a channels-last view under
+        # autocast (bf16). fp32 with the group-norm extractor keeps channels-first nn.Conv1d,
+        # where oneDNN's fp32 direct conv is as fast (BENCHMARKS.md "feature encoder").
+        autocast = torch.is_autocast_enabled("cpu")
+        channels_last = x.device.type == "cpu" and (self.gemm_on_cpu or autocast)
+        gemm = channels_last and not autocast
+        x = self.waveform_block(x, channels_last=channels_last)
         for block in self.conv_layers[1:]:
-            x = cast(ConvBlock, block).forward_channels_last(x) if gemm else block(x)
-        return x if gemm else x.transpose(1, 2)
+            x = cast(ConvBlock, block).forward_channels_last(x, gemm) if channels_last else block(x)
+        return x if channels_last else x.transpose(1, 2)
 
     def waveform_block(self, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
         """The first block, on raw samples: (batch, 1, sample) -> (batch, channel, frame), or
@@ -151,7 +210,7 @@ class FeatureEncoder(nn.Module):
         first = cast(ConvBlock, self.conv_layers[0])  # the ModuleList holds ConvBlocks
         with fp32_region(x):
             x = x.float()
-            return first.forward_to_channels_last(x) if channels_last else first(x)
+            return first.forward_waveform_channels_last(x.squeeze(1)) if channels_last else first(x)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """(batch,) sample counts -> (batch,) frame counts."""
