@@ -21,6 +21,7 @@ import argparse
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench_time_to_accuracy import (
@@ -34,30 +35,37 @@ from bench_time_to_accuracy import (
 from common import command_line, machine_info
 from omegaconf import OmegaConf
 
+from examples.demo.run import DEFAULT, Plan, pretrain_overrides
 from examples.demo.steps import resolve
 
+
+@dataclass(frozen=True)
+class Arm:
+    plan: Plan  # the demo plan whose pretraining command the arm runs
+    extra: tuple[str, ...] = ()  # plugin-only fields on top
+
+    def settings(self) -> str:
+        """What tells the arms apart, for the table."""
+        return " ".join([f"dataset.max_tokens={self.plan.pretrain_max_tokens}",
+                         f"dataset.num_workers={self.plan.num_workers}", *self.extra])
+
+
 ARMS = {
-    "old-demo": ["dataset.max_tokens=192000", "dataset.num_workers=0"],
-    "demo": ["dataset.max_tokens=320000", "dataset.num_workers=1"],
-    "demo-bf16": ["dataset.max_tokens=320000", "dataset.num_workers=1", "++task.precision=bf16",
-                  "++model.packed_dropout=true"],
+    "old-demo": Arm(replace(DEFAULT, pretrain_max_tokens=192000, num_workers=0)),
+    "demo": Arm(DEFAULT),
+    "demo-bf16": Arm(DEFAULT, ("++task.precision=bf16", "++model.packed_dropout=true")),
 }
 
 
-def train_command(data: Path, save: Path, updates: int, seed: int, arm_overrides: list[str]) -> list[str]:
-    """The demo's pretraining command (examples/demo/run.py: Demo.pretrain), without checkpoints."""
+def train_command(data: Path, save: Path, updates: int, seed: int, arm: Arm) -> list[str]:
+    """The demo's pretraining command (examples/demo/run.py: Demo.pretrain, its overrides from
+    ``pretrain_overrides``) for the first ``updates`` updates, without checkpoints."""
     trainer = resolve(["fairseq-hydra-train"])[0]
     return [trainer, "--config-dir", str(PRETRAIN_YAML.parent), "--config-name", PRETRAIN_YAML.stem,
             f"task.data={data}", f"common.user_dir={USER_DIR}", f"hydra.run.dir={save / 'hydra'}",
             f"checkpoint.save_dir={save}", "checkpoint.no_save=true", "common.cpu=true",
-            f"common.seed={seed}", f"optimization.max_update={updates}", "optimization.lr=[0.001]",
-            "optimization.clip_norm=5", f"lr_scheduler.warmup_updates={max(1, updates // 8)}",
-            "++lr_scheduler.total_num_update=2600", "dataset.disable_validation=true",
-            "common.log_interval=10", *arm_overrides]
-
-
-def max_tokens_of(overrides: list[str]) -> int:
-    return next(int(o.split("=", 1)[1]) for o in overrides if o.startswith("dataset.max_tokens="))
+            f"common.seed={seed}", f"dataset.num_workers={arm.plan.num_workers}",
+            *pretrain_overrides(arm.plan, updates), *arm.extra]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             if proc.returncode:
                 print("\n".join(lines[-20:]), file=sys.stderr)
                 raise SystemExit(f"{arm}: fairseq-hydra-train exited {proc.returncode}")
-            audio = audio_per_update(sizes, max_tokens_of(ARMS[arm]), crop=True, max_sample_size=task.max_sample_size,
+            audio = audio_per_update(sizes, ARMS[arm].plan.pretrain_max_tokens, crop=True,
+                                     max_sample_size=task.max_sample_size,
                                      min_sample_size=task.min_sample_size, keep_tail=True)
             ups = median_ups(parse_run_log(lines).train_inner)
             if ups is None:
@@ -90,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| arm | overrides | updates/s | utterances / update | audio s / update | audio s/s |")
     print("|---|---|---:|---:|---:|---:|")
     for arm, (ups, sec, utt, rate) in rows.items():
-        print(f"| {arm} | `{' '.join(ARMS[arm])}` | {ups:.2f} | {utt:.1f} | {sec:.1f} | **{rate:.1f}** |")
+        print(f"| {arm} | `{ARMS[arm].settings()}` | {ups:.2f} | {utt:.1f} | {sec:.1f} | **{rate:.1f}** |")
     m = machine_info("cpu")
     print(f"\ncommand: {command_line()}\nmachine: {m.cpu_model}, {m.cores} cores, torch {m.torch_version}, "
           f"{m.date}, load {m.load}")

@@ -12,17 +12,27 @@ import bench_demo_pretrain_rate as rate  # noqa: E402
 
 
 def test_arms_differ_only_in_their_overrides(tmp_path):
-    cmds = {arm: rate.train_command(tmp_path, tmp_path / "save", 50, 3, extra) for arm, extra in rate.ARMS.items()}
-    shared = [set(c) - set(rate.ARMS[arm]) for arm, c in cmds.items()]
+    cmds = {arm: rate.train_command(tmp_path, tmp_path / "save", 50, 3, a) for arm, a in rate.ARMS.items()}
+    own = {arm: set(a.settings().split()) for arm, a in rate.ARMS.items()}
+    shared = [set(c) - own[arm] for arm, c in cmds.items()]
     assert all(s == shared[0] for s in shared)
+    assert all(own[arm] <= set(c) for arm, c in cmds.items())
     assert "optimization.max_update=50" in shared[0] and "common.seed=3" in shared[0]
     assert "dataset.disable_validation=true" in shared[0]
     assert "dataset.max_tokens=192000" in cmds["old-demo"] and "++task.precision=bf16" in cmds["demo-bf16"]
 
 
-def test_max_tokens_of_reads_the_arm():
-    assert rate.max_tokens_of(rate.ARMS["old-demo"]) == 192000
-    assert rate.max_tokens_of(rate.ARMS["demo"]) == 320000
+def test_the_demo_arm_runs_the_demos_own_pretraining_overrides(tmp_path):
+    """One builder for the demo and the benchmark: the demo's schedule (warm-up, decay length,
+    batch) reaches the benchmark's command unchanged, only max_update is the benchmark's."""
+    from examples.demo.run import DEFAULT, pretrain_overrides
+
+    cmd = rate.train_command(tmp_path, tmp_path / "save", 50, 3, rate.ARMS["demo"])
+    demo = pretrain_overrides(DEFAULT)
+    assert [o for o in demo if not o.startswith("optimization.max_update=")] == \
+        [o for o in pretrain_overrides(DEFAULT, 50) if not o.startswith("optimization.max_update=")]
+    assert set(pretrain_overrides(DEFAULT, 50)) <= set(cmd)
+    assert f"++lr_scheduler.total_num_update={DEFAULT.pretrain_updates}" in cmd
 
 
 def test_profile_counts_self_time_by_innermost_frame(tmp_path):

@@ -99,6 +99,17 @@ QUICK = Plan(budget_minutes=5, labeled_minutes=10,
              num_workers=0, tune_trials=4, beam=20)
 
 
+def pretrain_overrides(plan: Plan, updates: int | None = None) -> list[str]:
+    """The demo's pretraining schedule and batch as fairseq-hydra-train overrides: ``plan``'s run,
+    or with ``updates`` its first ``updates`` updates (same warm-up and decay; for benchmarks)."""
+    total = plan.pretrain_updates
+    return [f"optimization.max_update={total if updates is None else updates}",
+            f"optimization.lr=[{plan.pretrain_lr:g}]", f"optimization.clip_norm={plan.clip_norm:g}",
+            f"lr_scheduler.warmup_updates={max(1, min(plan.pretrain_warmup, total // 8))}",
+            f"++lr_scheduler.total_num_update={total}", f"dataset.max_tokens={plan.pretrain_max_tokens}",
+            "dataset.disable_validation=true", f"common.log_interval={max(1, min(10, total // 20))}"]
+
+
 def scaled(plan: Plan, budget_minutes: float | None, labeled_minutes: float | None) -> Plan:
     """The preset with its update counts scaled to another budget / labeled size."""
     p = Plan(**asdict(plan))
@@ -205,13 +216,7 @@ class Demo:
             "fairseq-hydra-train", "--config-dir", str(PRETRAIN_CONFIGS), "--config-name", "tiny_cpu",
             f"task.data={manifest}", f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={save}",
             f"hydra.run.dir={self.out / 'hydra' / 'pretrain'}", *self._tensorboard("pretrain"),
-            f"optimization.max_update={updates}", f"optimization.lr=[{p.pretrain_lr:g}]",
-            f"optimization.clip_norm={p.clip_norm:g}",
-            f"lr_scheduler.warmup_updates={max(1, min(p.pretrain_warmup, updates // 8))}",
-            f"++lr_scheduler.total_num_update={updates}",
-            f"dataset.max_tokens={p.pretrain_max_tokens}",
-            f"checkpoint.save_interval_updates={max(10, updates // 4)}", "dataset.disable_validation=true",
-            f"common.log_interval={max(1, min(10, updates // 20))}",
+            *pretrain_overrides(p), f"checkpoint.save_interval_updates={max(10, updates // 4)}",
             f"++optimization.stop_time_hours={_hours(p.budget_minutes * p.pretrain_share)}",
             *self._common()], updates=updates, keys=("accuracy", "code_perplexity"))
         return save / "checkpoint_last.pt"
