@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from contextlib import AbstractContextManager
 
 import torch
@@ -50,9 +51,31 @@ def step_autocast(precision: str, device_type: str) -> AbstractContextManager:
     if device_type == "cuda" and not torch.cuda.is_bf16_supported():
         raise PrecisionError("task.precision=bf16: this GPU has no bf16 support; use fp32 "
                              "(or fairseq's common.fp16 / common.amp)")
-    if device_type == "cpu" and not cpu_has_bf16_kernels():
-        warn_slow_cpu_bf16()
+    if device_type == "cpu":
+        if not cpu_has_bf16_kernels():
+            warn_slow_cpu_bf16()
+        bound_onednn_primitive_cache()
     return torch.autocast(device_type, dtype=torch.bfloat16)
+
+
+ONEDNN_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+ONEDNN_CACHE_CAPACITY = 256
+
+
+@functools.cache
+def bound_onednn_primitive_cache() -> None:
+    """Keep at most ``ONEDNN_CACHE_CAPACITY`` oneDNN primitives (default 1024) in a bf16 CPU run,
+    unless the user set ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` already.
+
+    Why: a bf16 convolution primitive is built per input shape and holds megabytes (its JIT
+    kernels and buffers); training batches nearly all differ in length, so the cache fills with
+    primitives never used again: a real pretraining run's peak RSS rose by ~0.9 GB over 200
+    updates (3236 vs 2398 MB with 256, updates/s unchanged: 1.28 vs 1.35, BENCHMARKS.md). 256 still
+    holds every primitive of one step, which the same-shaped layers reuse (64 is too few: 1.5x
+    slower steps). oneDNN reads the variable lazily: set after the process's first (fp32)
+    convolution it still took effect (measured), so setting it at the first bf16 step is enough."""
+    if ONEDNN_CACHE_VARIABLE not in os.environ:
+        os.environ[ONEDNN_CACHE_VARIABLE] = str(ONEDNN_CACHE_CAPACITY)
 
 
 @functools.cache
