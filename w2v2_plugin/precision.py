@@ -16,6 +16,9 @@ What stays fp32 under bf16 autocast (tests/test_precision.py checks it):
 - the feature penalty and every loss term (models/contrastive.py, criterions/);
 - the CTC output layer (projection and log-softmax) and the CTC loss (models/ctc.py,
   criterions/ctc.py).
+
+On CPU a bf16 step also bounds oneDNN's primitive cache (``bound_onednn_primitive_cache``) and
+the feature encoder runs channels-last (models/feature_encoder.py).
 """
 from __future__ import annotations
 
