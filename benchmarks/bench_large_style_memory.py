@@ -22,13 +22,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_time_to_accuracy import PRETRAIN_YAML, USER_DIR, RunLog, final_value, parse_run_log
+from bench_time_to_accuracy import (
+    BATCH_SIZE_MULTIPLE,
+    PRETRAIN_YAML,
+    PRETRAINING,
+    USER_DIR,
+    RunLog,
+    final_value,
+    name_overrides,
+    parse_run_log,
+)
 from common import command_line, machine_info
 
 from examples.demo.steps import resolve
 
 LARGE_STYLE = ["model.extractor_mode=layer_norm", "++model.layer_norm_first=true", "++model.conv_bias=true"]
-FAIRSEQ_NAMES = ["task._name=audio_pretraining", "model._name=wav2vec2", "criterion._name=wav2vec"]
 PLUGIN_ARMS = {"plugin_fp32": ["++task.precision=fp32"], "plugin_bf16": ["++task.precision=bf16"]}
 TIMED_CHILD = Path(__file__).resolve().parent / "bench_time_to_accuracy.py"
 
@@ -38,15 +46,18 @@ def shared_overrides(data: Path, updates: int, seed: int) -> list[str]:
     return [f"task.data={data}", "common.cpu=true", f"common.seed={seed}", f"optimization.max_update={updates}",
             "optimization.lr=[0.001]", "optimization.clip_norm=5",
             f"lr_scheduler.warmup_updates={max(1, updates // 2)}",
-            "dataset.max_tokens=320000", "dataset.num_workers=1", "dataset.required_batch_size_multiple=1",
+            "dataset.max_tokens=320000", "dataset.num_workers=1",
+            f"dataset.required_batch_size_multiple={BATCH_SIZE_MULTIPLE}",
             "dataset.validate_interval_updates=50", "dataset.validate_interval=1000000", "checkpoint.no_save=true",
             "common.log_interval=10", *LARGE_STYLE]
 
 
 def arm_overrides(arm: str, plugin_extra: list[str]) -> list[str]:
+    """The registry names (the time-to-accuracy benchmark's pretraining pair) and plugin-only fields."""
     if arm == "fairseq_fp32":
-        return FAIRSEQ_NAMES
-    return [f"common.user_dir={USER_DIR}", *PLUGIN_ARMS[arm], *plugin_extra]
+        return name_overrides(PRETRAINING.names["fairseq"])
+    return [*name_overrides(PRETRAINING.names["plugin"]), f"common.user_dir={USER_DIR}", *PLUGIN_ARMS[arm],
+            *plugin_extra]
 
 
 def run_arm(arm: str, shared: list[str], extra: list[str], work: Path) -> RunLog:

@@ -128,6 +128,11 @@ FINETUNING = Comparison(
 COMPARISONS = {c.key: c for c in (PRETRAINING, FINETUNING)}
 
 
+def name_overrides(names: Names) -> list[str]:
+    """The three registry names of an arm as overrides: all that tells the arms' code apart."""
+    return [f"task._name={names.task}", f"model._name={names.model}", f"criterion._name={names.criterion}"]
+
+
 # ---- fields: the arms share every field fairseq accepts ------------------------------------------
 
 def _key(override: str) -> str:
@@ -559,8 +564,7 @@ class Bench:
         return plugin_only_fields(self.args, cmp)
 
     def arm_overrides(self, cmp: Comparison, arm: str) -> list[str]:
-        n = cmp.names[arm]
-        out = [f"task._name={n.task}", f"model._name={n.model}", f"criterion._name={n.criterion}"]
+        out = name_overrides(cmp.names[arm])
         if arm == "plugin":
             out += [f"common.user_dir={USER_DIR}", *self.plugin_only(cmp)]
         return out
