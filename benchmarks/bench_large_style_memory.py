@@ -23,7 +23,6 @@ import tempfile
 from pathlib import Path
 
 from bench_time_to_accuracy import (
-    BATCH_SIZE_MULTIPLE,
     PRETRAIN_YAML,
     PRETRAINING,
     USER_DIR,
@@ -31,6 +30,7 @@ from bench_time_to_accuracy import (
     final_value,
     name_overrides,
     parse_run_log,
+    run_overrides,
 )
 from common import command_line, machine_info
 
@@ -42,14 +42,10 @@ TIMED_CHILD = Path(__file__).resolve().parent / "bench_time_to_accuracy.py"
 
 
 def shared_overrides(data: Path, updates: int, seed: int) -> list[str]:
-    """The fields every arm gets: the time-to-accuracy benchmark's pretraining settings."""
-    return [f"task.data={data}", "common.cpu=true", f"common.seed={seed}", f"optimization.max_update={updates}",
-            "optimization.lr=[0.001]", "optimization.clip_norm=5",
-            f"lr_scheduler.warmup_updates={max(1, updates // 2)}",
-            "dataset.max_tokens=320000", "dataset.num_workers=1",
-            f"dataset.required_batch_size_multiple={BATCH_SIZE_MULTIPLE}",
-            "dataset.validate_interval_updates=50", "dataset.validate_interval=1000000", "checkpoint.no_save=true",
-            "common.log_interval=10", *LARGE_STYLE]
+    """The fields every arm gets: the time-to-accuracy benchmark's shared settings, a warm-up over
+    half the run (it is short), no checkpoints, and the LARGE-style fields."""
+    return [*run_overrides(data, seed, updates), "optimization.clip_norm=5",
+            f"lr_scheduler.warmup_updates={max(1, updates // 2)}", "checkpoint.no_save=true", *LARGE_STYLE]
 
 
 def arm_overrides(arm: str, plugin_extra: list[str]) -> list[str]:

@@ -96,6 +96,23 @@ FAIRSEQ_CHANNEL_MASK_PROB = 0.0625
 # of dataset.required_batch_size_multiple (8 by default); the plugin keeps it. With 1 in both
 # arms nothing is dropped: the same batches, and validation on the same utterances.
 BATCH_SIZE_MULTIPLE = 1
+# The shared batch, loader and validation settings (the command line's defaults): the tiny yamls'
+# batch of ~6 utterances, one loader worker, a validation every 50 updates.
+MAX_TOKENS = 320000
+NUM_WORKERS = 1
+VALIDATE_EVERY = 50
+
+
+def run_overrides(data: Path, seed: int, updates: int, *, max_tokens: int = MAX_TOKENS,
+                  num_workers: int = NUM_WORKERS, validate_every: int = VALIDATE_EVERY,
+                  cpu: bool = True) -> list[str]:
+    """The fields every arm of every real-run benchmark shares (data, seed, length, lr 1e-3, batch,
+    loader, validation, logging, device), whatever the comparison adds on top."""
+    return [f"task.data={data}", f"common.seed={seed}", f"optimization.max_update={updates}",
+            "optimization.lr=[0.001]", f"dataset.max_tokens={max_tokens}", f"dataset.num_workers={num_workers}",
+            f"dataset.required_batch_size_multiple={BATCH_SIZE_MULTIPLE}",
+            f"dataset.validate_interval_updates={validate_every}", "dataset.validate_interval=1000000",
+            f"common.log_interval={max(1, min(10, updates // 10))}", f"common.cpu={'true' if cpu else 'false'}"]
 
 
 class Names(NamedTuple):
@@ -540,13 +557,10 @@ class Bench:
     def shared(self, cmp: Comparison, seed: int, data: Path, run_dir: Path, pretrained: Path | None) -> list[str]:
         a = self.args
         updates = a.updates if cmp is PRETRAINING else a.ft_updates
-        out = [f"task.data={data}", f"checkpoint.save_dir={run_dir / 'ckpt'}", f"hydra.run.dir={run_dir / 'hydra'}",
-               f"common.seed={seed}", f"optimization.max_update={updates}", "optimization.lr=[0.001]",
-               f"dataset.max_tokens={a.max_tokens}", f"dataset.num_workers={a.num_workers}",
-               f"dataset.required_batch_size_multiple={BATCH_SIZE_MULTIPLE}",
-               f"dataset.validate_interval_updates={a.validate_every}", "dataset.validate_interval=1000000",
-               f"common.log_interval={max(1, min(10, updates // 10))}", "checkpoint.save_interval=1000000",
-               f"common.cpu={'true' if a.device == 'cpu' else 'false'}"]
+        out = [*run_overrides(data, seed, updates, max_tokens=a.max_tokens, num_workers=a.num_workers,
+                              validate_every=a.validate_every, cpu=a.device == "cpu"),
+               f"checkpoint.save_dir={run_dir / 'ckpt'}", f"hydra.run.dir={run_dir / 'hydra'}",
+               "checkpoint.save_interval=1000000"]
         if cmp is PRETRAINING:
             # Saved once, at the end (after the last validation): the fine-tuning arms start from
             # fairseq's. Every pretraining arm saves, so the write costs them alike.
@@ -717,9 +731,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the pretraining audio held out for validation (default: %(default)s)")
     p.add_argument("--corpus-seed", type=int, default=0, help="seed of the synthesized corpus (default: %(default)s)")
     p.add_argument("--synth-jobs", type=int, default=2, help="processes synthesizing the corpus (default: %(default)s)")
-    p.add_argument("--max-tokens", type=int, default=320000, help="dataset.max_tokens of both comparisons")
-    p.add_argument("--num-workers", type=int, default=1, help="dataset.num_workers of every run")
-    p.add_argument("--validate-every", type=int, default=50, help="dataset.validate_interval_updates (default: 50)")
+    p.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="dataset.max_tokens of both comparisons")
+    p.add_argument("--num-workers", type=int, default=NUM_WORKERS, help="dataset.num_workers of every run")
+    p.add_argument("--validate-every", type=int, default=VALIDATE_EVERY,
+                   help="dataset.validate_interval_updates (default: %(default)s)")
     p.add_argument("--table-every", type=int, default=250, help="the metric's columns every N updates (default: 250)")
     p.add_argument("--plugin-precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="task.precision of the plugin arm; auto: bf16 where torch has bf16 kernels for the "
