@@ -77,8 +77,7 @@ def bound_onednn_primitive_cache() -> None:
     holds every primitive of one step, which the same-shaped layers reuse (64 is too few: 1.5x
     slower steps). oneDNN reads the variable lazily: set after the process's first (fp32)
     convolution it still took effect (measured), so setting it at the first bf16 step is enough."""
-    if ONEDNN_CACHE_VARIABLE not in os.environ:
-        os.environ[ONEDNN_CACHE_VARIABLE] = str(ONEDNN_CACHE_CAPACITY)
+    os.environ.setdefault(ONEDNN_CACHE_VARIABLE, str(ONEDNN_CACHE_CAPACITY))
 
 
 @functools.cache
