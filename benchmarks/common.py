@@ -272,8 +272,8 @@ def print_report(title: str, rows: Sequence[Row], ratios: Sequence[tuple], machi
         tp = f" {r.per_second:.2f} |" if throughput_label else ""
         pk = f"{r.peak_mb:.0f}" if r.peak_mb is not None else "-"
         dl = f"{r.delta_mb:.0f}" if r.delta_mb is not None else "-"
-        times = f"{r.median_s:.3f} | {r.min_s:.3f} | {r.max_s:.3f} | {r.cpu_median_s:.3f}"
-        print(f"| {r.name} | {times} |{tp} {pk} | {dl} |")
+        cells = f"{r.median_s:.3f} | {r.min_s:.3f} | {r.max_s:.3f} | {r.cpu_median_s:.3f}"
+        print(f"| {r.name} | {cells} |{tp} {pk} | {dl} |")
     for n in notes:
         print(f"note: {n}")
     print()
