@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# One prepared GPU check, under 4 minutes on one H100/H200 (the machine's start not counted):
+# One prepared GPU check, under 6 minutes on one H100/H200 (the machine's start not counted):
 #   1. the model parity tests (plugin w2v2 vs fairseq wav2vec2, same weights, tol 1e-4);
 #   2. the same parity on the GPU in fp32, and a finite bf16 loss;
 #   3. the pretraining step, BASE architecture, plugin bf16 (autocast) vs fairseq fp16 (its own
 #      --fp16 way: fp16 weights, fp32 Adam state, loss scaling; fairseq's wav2vec2 cannot train
 #      under autocast), 6 crops of 15 s (~1.4 M samples, BASE's max_tokens per GPU),
-#      printing the ratio fairseq time / plugin time (target >= 1.5x) and both peak memories.
+#      printing the ratio fairseq time / plugin time (target >= 1.5x) and both peak memories;
+#      then the same step against fairseq fp32;
+#   4. a short run (benchmarks/bench_short_run.py: BASE, 600 updates on synthetic phone audio),
+#      plugin bf16 vs fp32 from the same weights: the two loss curves side by side;
+#   5. torch.profiler of the BASE step, both implementations (benchmarks/profile_pretrain_step.py).
 #
 # The device image has Python 3.12 and torch but no fairseq/hydra/omegaconf. Prepare once on
 # the CPU machine (network there), from the repository root:
@@ -16,7 +20,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-WHEELS=(ve-fairseq==0.12.3 hydra-core==1.3.8 omegaconf==2.3.1 bitarray==3.12.3)
+WHEELS=(ve-fairseq==0.12.3 hydra-core==1.3.8 omegaconf==2.3.1 bitarray==3.12.3
+        soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 editdistance==0.8.1)
 if [ "${1:-}" = "--fetch-wheels" ]; then
     mkdir -p .whl
     grep -qx "/.whl/" .git/info/exclude 2>/dev/null || echo "/.whl/" >> .git/info/exclude
@@ -90,6 +95,21 @@ echo "== 3. pretraining step, BASE, plugin bf16 (autocast) vs fairseq fp16 (weig
 timeout 150 $PY benchmarks/bench_pretrain_step.py --arch base --device cuda --dtype bf16 --peer-dtype fp16 \
     --batch 6 --seconds 15 --warmup 3 --repeats 10 --json "$OUTDIR/pretrain_base_cuda.json" 2>&1 \
     | grep -v "Warning\|warn(" || status=1
+
+echo "== 3b. the same step, plugin bf16 vs fairseq fp32"
+timeout 90 $PY benchmarks/bench_pretrain_step.py --arch base --device cuda --dtype bf16 --peer-dtype fp32 \
+    --batch 6 --seconds 15 --warmup 3 --repeats 8 --no-memory --json "$OUTDIR/pretrain_base_cuda_fp32.json" 2>&1 \
+    | grep -v "Warning\|warn(" || status=1
+
+echo "== 4. short run, BASE, plugin bf16 vs fp32 from the same weights on the same batches"
+timeout 180 $PY benchmarks/bench_short_run.py --arch base --device cuda --dtype bf16 --updates 600 \
+    --lr-warmup 100 --batch 4 --seconds 8 --log-every 50 --json "$OUTDIR/short_run_base_cuda.json" 2>&1 \
+    | grep -v "Warning\|warn(\|WeightNorm\|tensor.detach\|value = float" || status=1
+
+echo "== 5. where the BASE step's GPU time goes (torch.profiler; full tables in $OUTDIR/profile_base_cuda.txt)"
+timeout 90 $PY benchmarks/profile_pretrain_step.py --arch base --device cuda --dtype bf16 --peer-dtype fp16 \
+    --warmup 3 --repeats 3 > "$OUTDIR/profile_base_cuda.txt" 2>&1 || status=1
+grep -A 14 "^== " "$OUTDIR/profile_base_cuda.txt"
 
 echo "== gpu_check done, status $status (log: $LOG)"
 exit $status
