@@ -32,6 +32,7 @@ from common import (
     print_report,
     setup,
     summarize,
+    sync,
     time_alternating,
     time_ratios,
 )
@@ -72,6 +73,21 @@ def make_step(model: torch.nn.Module, sample: dict[str, Any], device: torch.devi
     return step
 
 
+def compile_plugin(model: torch.nn.Module, what: str) -> None:
+    """``torch.compile`` parts of the plugin's model in place (an experiment, not a plugin option).
+
+    ``layers``: each transformer layer (one graph for all of them: their parameters are inputs);
+    ``layers+features``: also the feature encoder. The masking, the quantizer and the
+    contrastive head stay eager: their shapes depend on the drawn masks.
+    """
+    if what == "none":
+        return
+    for layer in model.encoder.layers:
+        layer.compile()
+    if what == "layers+features":
+        model.feature_encoder.compile()
+
+
 def build_one(name: str, arch: str, seed: int) -> torch.nn.Module:
     """One model alone (memory children: the weights' values do not matter, their size does)."""
     torch.manual_seed(seed)
@@ -89,17 +105,33 @@ def build_one(name: str, arch: str, seed: int) -> torch.nn.Module:
     return W2v2Model(W2v2Config(**model_cfg_to_w2v2(dataclasses.asdict(fcfg)))).train()
 
 
+def time_first_step(step: Callable[[], float], device: torch.device) -> float:
+    """Seconds of one step (the first: torch.compile's compilation happens here)."""
+    import time
+
+    sync(device)
+    start = time.perf_counter()
+    step()
+    sync(device)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--arch", choices=["base", "tiny_cpu", "large"], default="tiny_cpu")
     p.add_argument("--batch", type=int, default=2, help="utterances per batch")
     p.add_argument("--seconds", type=float, default=4.0, help="length of each utterance")
+    p.add_argument("--compile", choices=["none", "layers", "layers+features"], default="none",
+                   help="torch.compile these parts of the plugin's model (the first step's time, "
+                        "compilation included, is reported apart)")
     args = p.parse_args()
     device = setup(args)
     audio = batch_audio(args.batch, args.seconds, args.seed, device)
 
     if args.child:  # fresh process, one model: its peak memory over warm-up + 2 steps
         model = build_one(args.child, args.arch, args.seed).to(device)
+        if args.child == MODELS[1]:
+            compile_plugin(model, args.compile)
         dtype = args.dtype if args.child == MODELS[1] else args.peer_dtype
         sample = make_sample(model, audio, args.seed)
         step = make_step(model, sample, device, dtype, cast_weights=args.child == MODELS[0])
@@ -111,8 +143,10 @@ def main() -> None:
     ref, ours = build_pretrain_pair(args.arch, args.seed)
     ref, ours = ref.to(device), ours.to(device)
     sample = make_sample(ours, audio, args.seed)
+    compile_plugin(ours, args.compile)
     steps = {MODELS[0]: make_step(ref, sample, device, args.peer_dtype, cast_weights=True),
              MODELS[1]: make_step(ours, sample, device, args.dtype)}
+    first_step_s = time_first_step(steps[MODELS[1]], device)
     times = time_alternating(steps, args.warmup, args.repeats, device)
     memory = {} if args.no_memory else measure_memory_children(MODELS)
     rows = summarize(times, memory=memory)
@@ -124,7 +158,8 @@ def main() -> None:
              f"precision: plugin {args.dtype}{'' if args.dtype == 'fp32' else ' (autocast)'}, fairseq {args.peer_dtype}"
              f"{'' if args.peer_dtype == 'fp32' else ' (weights cast, as its --fp16)'}; optimizer fairseq Adam; "
              f"criterion fairseq wav2vec (infonce); warm-up {args.warmup}, {args.repeats} alternating repeats",
-             "step MB: peak minus resident memory before the first step (fresh process per model)"]
+             "step MB: peak minus resident memory before the first step (fresh process per model)",
+             f"plugin compile: {args.compile}; the plugin's first step took {first_step_s:.1f} s"]
     label = f"pretraining step, fairseq {args.peer_dtype} / plugin {args.dtype}"
     ratios = (time_ratios(label, rows, MODELS[0], MODELS[1])
               + memory_ratio(rows, MODELS[0], MODELS[1]))

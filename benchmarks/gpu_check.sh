@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU check, under 6 minutes on one H100/H200 (the machine's start not counted):
+# One prepared GPU check, about 7 minutes on one H100/H200 (the machine's start not counted):
 #   1. the model parity tests (plugin w2v2 vs fairseq wav2vec2, same weights, tol 1e-4);
 #   2. the same parity on the GPU in fp32, and a finite bf16 loss;
 #   3. the pretraining step, BASE architecture, plugin bf16 (autocast) vs fairseq fp16 (its own
@@ -9,7 +9,8 @@
 #      then the same step against fairseq fp32;
 #   4. a short run (benchmarks/bench_short_run.py: BASE, 600 updates on synthetic phone audio),
 #      plugin bf16 vs fp32 from the same weights: the two loss curves side by side;
-#   5. torch.profiler of the BASE step, both implementations (benchmarks/profile_pretrain_step.py).
+#   5. torch.profiler of the BASE step, both implementations (benchmarks/profile_pretrain_step.py);
+#   6. step 3 again with the plugin's transformer layers under torch.compile (first step = compile time).
 #
 # The device image has Python 3.12 and torch but no fairseq/hydra/omegaconf. Prepare once on
 # the CPU machine (network there), from the repository root:
@@ -110,6 +111,11 @@ echo "== 5. where the BASE step's GPU time goes (torch.profiler; full tables in 
 timeout 90 $PY benchmarks/profile_pretrain_step.py --arch base --device cuda --dtype bf16 --peer-dtype fp16 \
     --warmup 3 --repeats 3 > "$OUTDIR/profile_base_cuda.txt" 2>&1 || status=1
 grep -A 14 "^== " "$OUTDIR/profile_base_cuda.txt"
+
+echo "== 6. the BASE step with the plugin's transformer layers under torch.compile (an experiment: is it worth a plugin option?)"
+timeout 240 $PY benchmarks/bench_pretrain_step.py --arch base --device cuda --dtype bf16 --peer-dtype fp16 \
+    --batch 6 --seconds 15 --warmup 3 --repeats 10 --no-memory --compile layers \
+    --json "$OUTDIR/pretrain_base_cuda_compiled.json" 2>&1 | grep -v "Warning\|warn(" || status=1
 
 echo "== gpu_check done, status $status (log: $LOG)"
 exit $status
