@@ -7,11 +7,13 @@ criterion (infonce, loss weights [0.1, 10]) and fairseq's own Adam with a linear
 the peak learning rate. Span masks, distractors and dropout are drawn by the model itself (a
 real run), from the same seed at the start of each arm.
 
-    python benchmarks/bench_short_run.py --device cuda --arch base --updates 150
+    python benchmarks/bench_short_run.py --device cuda --arch base --updates 600
     python benchmarks/bench_short_run.py --arch tiny_cpu --updates 20 --batch 2 --seconds 2
 
 Prints the mean loss of each window of ``--log-every`` updates for both arms, then one line:
 ``SHORT RUN plugin bf16 vs fp32: loss A -> B vs C -> D (last window bf16/fp32 R.RRx)``.
+Exits 1 when the low-precision curve does not follow fp32's (a window more than
+``--tolerance`` apart, relative) or its loss did not fall (last window not below the first).
 """
 from __future__ import annotations
 
@@ -89,13 +91,15 @@ def windows(losses: list[float], every: int) -> list[float]:
 def main() -> None:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--arch", choices=["base", "tiny_cpu", "large"], default="base")
-    p.add_argument("--updates", type=int, default=150)
+    p.add_argument("--updates", type=int, default=600)
     p.add_argument("--batch", type=int, default=4, help="utterances per batch")
     p.add_argument("--seconds", type=float, default=8.0, help="length of each utterance")
     p.add_argument("--pool", type=int, default=8, help="distinct batches, cycled")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
-    p.add_argument("--lr-warmup", type=int, default=40, help="updates of linear warm-up")
-    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--lr-warmup", type=int, default=100, help="updates of linear warm-up")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="largest relative gap between the two curves' windows that still passes")
     p.set_defaults(dtype="bf16")  # the arm under test; the other is always fp32
     args = p.parse_args()
     if args.dtype == "fp32":
@@ -120,8 +124,18 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump({"curves": curves, "seconds": seconds, "command": command_line()}, f)
     f32, low = rows["fp32"], rows[args.dtype]
+    gap = largest_relative_gap(f32, low)
     print(f"SHORT RUN plugin {args.dtype} vs fp32: loss {low[0]:.3f} -> {low[-1]:.3f} vs "
-          f"{f32[0]:.3f} -> {f32[-1]:.3f} (last window {args.dtype}/fp32 {low[-1] / f32[-1]:.2f}x)")
+          f"{f32[0]:.3f} -> {f32[-1]:.3f} (last window {args.dtype}/fp32 {low[-1] / f32[-1]:.2f}x, "
+          f"largest window gap {gap:.2%})")
+    if gap > args.tolerance or not low[-1] < low[0]:
+        raise SystemExit(f"short run: the {args.dtype} curve does not follow fp32's within "
+                         f"{args.tolerance:.0%} or its loss did not fall")
+
+
+def largest_relative_gap(reference: list[float], other: list[float]) -> float:
+    """max over windows of |other - reference| / |reference|."""
+    return max(abs(o - r) / abs(r) for r, o in zip(reference, other, strict=True))
 
 
 if __name__ == "__main__":

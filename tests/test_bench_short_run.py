@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,16 +34,24 @@ def test_run_arm_repeats_exactly_and_trains_a_copy():
     pool = [short.phone_audio(1, 0.5, i, cpu) for i in range(2)]
     _, model = common.build_pretrain_pair("tiny_cpu", 1)
     start = [p.detach().clone() for p in model.parameters()]
-    runs = []
+    runs, arms = [], []
     for _ in range(2):
         arm = copy.deepcopy(model).train()
-        losses, seconds = short.run_arm(arm, pool, args, "fp32", cpu)
+        losses, _ = short.run_arm(arm, pool, args, "fp32", cpu)
         runs.append(losses)
-    assert len(runs[0]) == 3 and all(x == x and x > 0 for x in runs[0]) and seconds > 0
+        arms.append(arm)
+    assert len(runs[0]) == 3 and all(x == x and x > 0 for x in runs[0])
     assert runs[0] == runs[1]  # same seed, same batches: the same curve
+    # the optimizer stepped: the trained copy's weights moved away from the start
+    assert any(not torch.equal(p, q) for p, q in zip(start, arms[0].parameters(), strict=True))
     # each arm trains a copy: the shared starting weights stay as they were
     assert all(torch.equal(p, q) for p, q in zip(start, model.parameters(), strict=True))
     assert short.windows([1.0, 2.0, 3.0, 4.0, 5.0], 2) == [1.5, 3.5, 5.0]
+
+
+def test_largest_relative_gap():
+    assert short.largest_relative_gap([4.0, 2.0], [4.0, 2.0]) == 0.0
+    assert short.largest_relative_gap([4.0, 2.0], [4.2, 1.9]) == pytest.approx(0.05)
 
 
 def test_print_report_writes_the_timings_to_json(tmp_path, capsys):

@@ -44,5 +44,19 @@ def test_one_row_of_a_batch_equals_that_row_alone():
 
 def test_zero_frames_fail_as_the_conv1d_does():
     module = ConvPositionalEmbedding(32, 8, 4)
+    x = torch.randn(2, 0, 32)
     with pytest.raises(RuntimeError, match="zero"):
-        module(torch.randn(2, 0, 32))
+        module(x)
+    with pytest.raises(RuntimeError, match="zero"):
+        channels_first_reference(module, x)
+
+
+def test_channels_last_view_under_bf16_autocast_is_close_to_conv1d():
+    """Under CPU autocast both paths run the conv in bf16 (8 significant bits)."""
+    torch.manual_seed(2)
+    module = ConvPositionalEmbedding(64, 16, 4)
+    x = torch.randn(2, 30, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, ref = module(x), channels_first_reference(module, x)
+    assert ours.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), ref.float(), rtol=2e-2, atol=2e-2)
