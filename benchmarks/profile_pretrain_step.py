@@ -3,8 +3,11 @@
 Plugin ``w2v2`` (autocast at ``--dtype``) and fairseq's ``wav2vec2`` (its own reduced
 precision at ``--peer-dtype``: weights cast), the same weights, batch and span mask as
 ``bench_pretrain_step.py``. Prints, per model, the operators with the most self time on the
-device (CUDA) or on the CPU, and the number of operator calls per step (nested ones included): on a GPU a step
-whose CPU time equals its wall time is bound by launching kernels, not by running them.
+device (CUDA) or on the CPU, and the number of operator calls per step (nested ones
+included). On a GPU, compare the table's total self CUDA time per step with the step's wall
+time (from ``bench_pretrain_step.py``): much less device time than wall time means the step
+waits on the host launching kernels. Process CPU time does not tell this:
+``torch.cuda.synchronize`` spin-waits.
 
     python benchmarks/profile_pretrain_step.py --device cuda --arch base --dtype bf16 --peer-dtype fp16
     python benchmarks/profile_pretrain_step.py --arch tiny_cpu --batch 2 --seconds 2
