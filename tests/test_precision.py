@@ -188,22 +188,25 @@ def test_bf16_ctc_output_layer_is_fp32(tmp_path: Path) -> None:
     assert seen["proj_in"] == torch.float32 and out["encoder_out"].dtype == torch.float32  # ... its output layer not
 
 
-def test_bf16_on_cpu_bounds_onednn_primitive_cache_unless_the_user_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first bf16 CPU step sets ONEDNN_PRIMITIVE_CACHE_CAPACITY (per-shape bf16 conv
-    primitives otherwise pile up to ~1 GB of RSS); a value the user exported is kept."""
+def test_cpu_steps_bound_onednn_primitive_cache_unless_the_user_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first CPU step, bf16 or fp32, sets ONEDNN_PRIMITIVE_CACHE_CAPACITY (per-shape
+    channels-last conv primitives otherwise pile up to ~1 GB of RSS); a value the user exported
+    is kept; a GPU step leaves oneDNN as it is."""
     from w2v2_plugin import precision
 
-    for user_value, expected in ((None, str(precision.ONEDNN_CACHE_CAPACITY)), ("1024", "1024")):
-        precision.bound_onednn_primitive_cache.cache_clear()
-        if user_value is None:
-            monkeypatch.delenv(precision.ONEDNN_CACHE_VARIABLE, raising=False)
-        else:
-            monkeypatch.setenv(precision.ONEDNN_CACHE_VARIABLE, user_value)
-        with step_autocast("bf16", "cpu"):
-            pass
-        assert os.environ[precision.ONEDNN_CACHE_VARIABLE] == expected
+    for mode in ("bf16", "fp32"):
+        for user_value, expected in ((None, str(precision.ONEDNN_CACHE_CAPACITY)), ("1024", "1024")):
+            precision.bound_onednn_primitive_cache.cache_clear()
+            if user_value is None:
+                monkeypatch.delenv(precision.ONEDNN_CACHE_VARIABLE, raising=False)
+            else:
+                monkeypatch.setenv(precision.ONEDNN_CACHE_VARIABLE, user_value)
+            with step_autocast(mode, "cpu"):
+                pass
+            assert os.environ[precision.ONEDNN_CACHE_VARIABLE] == expected, mode
     precision.bound_onednn_primitive_cache.cache_clear()
     monkeypatch.delenv(precision.ONEDNN_CACHE_VARIABLE, raising=False)
-    with step_autocast("fp32", "cpu"):
+    with step_autocast("fp32", "cuda"):
         pass
-    assert precision.ONEDNN_CACHE_VARIABLE not in os.environ  # fp32 leaves oneDNN as it is
+    assert precision.ONEDNN_CACHE_VARIABLE not in os.environ
+    precision.bound_onednn_primitive_cache.cache_clear()

@@ -17,8 +17,8 @@ What stays fp32 under bf16 autocast (tests/test_precision.py checks it):
 - the CTC output layer (projection and log-softmax) and the CTC loss (models/ctc.py,
   criterions/ctc.py).
 
-On CPU a bf16 step also bounds oneDNN's primitive cache (``bound_onednn_primitive_cache``) and
-the feature encoder runs channels-last (models/feature_encoder.py).
+On CPU every step (fp32 too) bounds oneDNN's primitive cache (``bound_onednn_primitive_cache``),
+and in bf16 the feature encoder runs channels-last (models/feature_encoder.py).
 """
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ def check_precision(precision: str) -> str:
 
 def step_autocast(precision: str, device_type: str) -> AbstractContextManager:
     """The context a train or valid step's forward pass runs in."""
+    if device_type == "cpu":
+        bound_onednn_primitive_cache()
     if check_precision(precision) == "fp32":
         return contextlib.nullcontext()
     if device_type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -57,7 +59,6 @@ def step_autocast(precision: str, device_type: str) -> AbstractContextManager:
     if device_type == "cpu":
         if not cpu_has_bf16_kernels():
             warn_slow_cpu_bf16()
-        bound_onednn_primitive_cache()
     return torch.autocast(device_type, dtype=torch.bfloat16)
 
 
@@ -67,16 +68,18 @@ ONEDNN_CACHE_CAPACITY = 256
 
 @functools.cache
 def bound_onednn_primitive_cache() -> None:
-    """Keep at most ``ONEDNN_CACHE_CAPACITY`` oneDNN primitives (default 1024) in a bf16 CPU run,
+    """Keep at most ``ONEDNN_CACHE_CAPACITY`` oneDNN primitives (default 1024) in a CPU run,
     unless the user set ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` already.
 
-    Why: a bf16 convolution primitive is built per input shape and holds megabytes (its JIT
+    Why: a convolution primitive on channels-last data (the bf16 feature encoder, the
+    positional conv in any precision) is built per input shape and holds megabytes (its JIT
     kernels and buffers); training batches nearly all differ in length, so the cache fills with
-    primitives never used again: a real pretraining run's peak RSS rose by ~0.9 GB over 200
-    updates (3236 vs 2398 MB with 256, updates/s unchanged: 1.28 vs 1.35, BENCHMARKS.md). 256 still
-    holds every primitive of one step, which the same-shaped layers reuse (64 is too few: 1.5x
-    slower steps). oneDNN reads the variable lazily: set after the process's first (fp32)
-    convolution it still took effect (measured), so setting it at the first bf16 step is enough."""
+    primitives never used again. A real bf16 pretraining run's peak RSS rose by ~0.9 GB over 200
+    updates (3236 vs 2398 MB with 256, updates/s unchanged: 1.28 vs 1.35), an fp32 fine-tuning
+    run's by ~1.1 GB over 300 (2823 vs 1681 MB, 131 vs 128 s, the same losses; BENCHMARKS.md).
+    256 still holds every primitive of one step, which the same-shaped layers reuse (64 is too
+    few: 1.5x slower steps). oneDNN reads the variable lazily: set after the process's first
+    convolution it still took effect (measured), so setting it at the first step is enough."""
     os.environ.setdefault(ONEDNN_CACHE_VARIABLE, str(ONEDNN_CACHE_CAPACITY))
 
 
