@@ -1,4 +1,6 @@
-"""A 1-D convolution on channels-last CPU data, written as one matrix product (im2col + GEMM).
+"""A 1-D convolution on channels-last CPU data: written as one matrix product (im2col + GEMM,
+:class:`StridedConv1d`), or as oneDNN's own convolution on a channels-last view
+(:func:`conv1d_on_channels_last_view`).
 
 Why: on CPU, oneDNN's direct convolution runs the feature encoder's strided 512 x 512 convs at
 about half the speed MKL reaches on the same products written as one GEMM (forward and both
@@ -8,6 +10,23 @@ k/s-times larger window matrix, which is rebuilt), so memory matches a convoluti
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv1d_on_channels_last_view(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` applied to (batch, sample, channel) data -> (batch, frame, channel), contiguous.
+
+    The input is viewed, not copied, as a channels-last (batch, channel, 1, sample) image and
+    run through oneDNN's 2-D convolution with ``conv``'s parameters, stride, padding and groups:
+    oneDNN's kernels work in that layout, so forward and backward need none of the reorder
+    copies a channels-first 1-D conv costs them (figures at the callers). Equal to ``conv`` on
+    the transposed data up to float rounding.
+    """
+    image = x.transpose(1, 2).unsqueeze(2)  # (batch, channel, 1, sample), channels-last strides
+    y = F.conv2d(image, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
+                 padding=(0, int(conv.padding[0])), groups=conv.groups)
+    return y.squeeze(2).transpose(1, 2)  # (batch, frame, channel): a view of the channels-last output
 
 
 def frame_windows(x: torch.Tensor, kernel: int, stride: int, frames: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..precision import fp32_region
 from .conv_geometry import ConvLayerSpec, conv_output_lengths, receptive_field
-from .conv_kernel import StridedConv1d
+from .conv_kernel import StridedConv1d, conv1d_on_channels_last_view
 
 
 def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -144,14 +144,12 @@ class ConvBlock(nn.Module):
 
     def conv_on_channels_last_view(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, sample, channel) -> (batch, frame, channel), contiguous, with oneDNN's own
-        convolution. The input is viewed, not copied, as a channels-last (batch, channel, 1,
-        sample) image: oneDNN's bf16 kernels work in that layout, so forward and backward run
-        without the reorder copies a channels-first 1-D conv costs them (layers 2-7 of the
-        tiny encoder alone, bf16 forward + backward: 148 -> 82 ms in an ad-hoc timing; the whole
-        encoder 1.16x, BENCHMARKS.md "The feature encoder channels-last in bf16")."""
-        image = x.transpose(1, 2).unsqueeze(2)  # (batch, channel, 1, sample), channels-last strides
-        y = F.conv2d(image, self.conv.weight.unsqueeze(2), self.conv.bias, stride=(1, self.stride))
-        return y.squeeze(2).transpose(1, 2)  # (batch, frame, channel): a view of the channels-last output
+        convolution on a channels-last view (:func:`.conv_kernel.conv1d_on_channels_last_view`):
+        oneDNN's bf16 kernels work in that layout, so forward and backward run without the
+        reorder copies a channels-first 1-D conv costs them (layers 2-7 of the tiny encoder
+        alone, bf16 forward + backward: 148 -> 82 ms in an ad-hoc timing; the whole encoder
+        1.16x, BENCHMARKS.md "The feature encoder channels-last in bf16")."""
+        return conv1d_on_channels_last_view(self.conv, x)
 
 
 class FeatureEncoder(nn.Module):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import W2v2Config
+from .conv_kernel import conv1d_on_channels_last_view
 from .dropout import PackedDropout, make_dropout
 
 
@@ -52,25 +53,19 @@ class ConvPositionalEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (batch, frame, feature) -> same
-        y = self.conv_on_channels_last_view(x) if x.device.type == "cpu" else self.conv(x.transpose(1, 2))
-        # y: (batch, feature, frame + 1 - kernel % 2)
+        if x.device.type == "cpu":
+            # oneDNN's grouped conv is fast on a channels-last view of x, no transpose copy:
+            # tiny_cpu's (6 x 130 frames, 256 features, kernel 64, 16 groups) forward + backward
+            # 2.61x, BASE's (2 x 750, 768, 128, 16) 1.24x against nn.Conv1d on the channels-first
+            # copy (benchmarks/bench_positional_conv.py); equal up to float rounding
+            # (tests/test_positional_conv.py). On GPU nn.Conv1d (cuDNN).
+            y = conv1d_on_channels_last_view(self.conv, x)
+        else:
+            y = self.conv(x.transpose(1, 2)).transpose(1, 2)
+        # y: (batch, frame + 1 - kernel % 2, feature)
         if self.remove:
-            y = y[:, :, :-self.remove]
-        return F.gelu(y).transpose(1, 2)
-
-    def conv_on_channels_last_view(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv on CPU: (batch, frame, feature) -> (batch, feature, frame'), a view of a
-        channels-last output. The input is viewed, not copied, as a channels-last (batch,
-        feature, 1, frame) image, the layout in which oneDNN's grouped convolution is fast:
-        tiny_cpu's (6 x 130 frames, 256 features, kernel 64, 16 groups) forward + backward
-        51 -> 25 ms, BASE's (2 x 750, 768, 128, 16) 819 -> 665 ms, against ``nn.Conv1d`` on
-        the transposed (channels-first) copy. Same parameters; results equal up to float
-        rounding (tests/test_positional_conv.py). On GPU ``forward`` keeps ``nn.Conv1d`` (cuDNN)."""
-        conv = self.conv
-        image = x.transpose(1, 2).unsqueeze(2)  # (batch, feature, 1, frame), channels-last strides
-        y = F.conv2d(image, conv.weight.unsqueeze(2), conv.bias, padding=(0, conv.padding[0]),
-                     groups=conv.groups)
-        return y.squeeze(2)
+            y = y[:, :-self.remove]
+        return F.gelu(y)
 
 
 class SelfAttention(nn.Module):
