@@ -52,13 +52,19 @@ def make_sample(model: Any, audio: torch.Tensor, seed: int) -> dict[str, Any]:
             "net_input": {"source": audio, "padding_mask": None, "mask_indices": mask}}
 
 
+def contrastive_criterion() -> Any:
+    """fairseq's own ``wav2vec`` criterion as the BASE recipe sets it (infonce, loss weights
+    [0.1, 10]: diversity and feature penalty)."""
+    from fairseq.criterions.wav2vec_criterion import Wav2vecCriterion
+
+    return Wav2vecCriterion(None, infonce=True, loss_weights=[0.1, 10],
+                            log_keys=["prob_perplexity", "code_perplexity", "temp"])
+
+
 def make_step(model: torch.nn.Module, sample: dict[str, Any], device: torch.device, dtype_name: str,
               cast_weights: bool = False) -> Callable[[], float]:
     """One training step; ``cast_weights`` = fairseq's own reduced precision (see TrainPrecision)."""
-    from fairseq.criterions.wav2vec_criterion import Wav2vecCriterion
-
-    criterion = Wav2vecCriterion(None, infonce=True, loss_weights=[0.1, 10],
-                                 log_keys=["prob_perplexity", "code_perplexity", "temp"])
+    criterion = contrastive_criterion()
     precision = TrainPrecision(model, device, dtype_name, cast_weights)
     net_input = dict(sample["net_input"], source=precision.inputs(sample["net_input"]["source"]))
     own = dict(sample, net_input=net_input)

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import torch
+from bench_pretrain_step import contrastive_criterion
 from common import TrainPrecision, base_parser, build_pretrain_pair, command_line, machine_info, setup, sync
 
 SAMPLE_RATE = 16000
@@ -59,10 +60,7 @@ def phone_audio(batch: int, seconds: float, seed: int, device: torch.device) -> 
 def run_arm(model: torch.nn.Module, pool: list[torch.Tensor], args: Any, dtype: str,
             device: torch.device) -> tuple[list[float], float]:
     """Train ``model`` for ``args.updates`` updates cycling over ``pool``: (loss per update, seconds)."""
-    from fairseq.criterions.wav2vec_criterion import Wav2vecCriterion
-
-    criterion = Wav2vecCriterion(None, infonce=True, loss_weights=[0.1, 10],
-                                 log_keys=["prob_perplexity", "code_perplexity", "temp"])
+    criterion = contrastive_criterion()
     precision = TrainPrecision(model, device, dtype, cast_weights=False)
     torch.manual_seed(args.seed)  # the same masks, distractors and dropout draws to start with
     losses: list[float] = []
