@@ -189,23 +189,41 @@ def test_bf16_ctc_output_layer_is_fp32(tmp_path: Path) -> None:
 
 
 def test_cpu_steps_bound_onednn_primitive_cache_unless_the_user_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first CPU step, bf16 or fp32, sets ONEDNN_PRIMITIVE_CACHE_CAPACITY (per-shape
-    channels-last conv primitives otherwise pile up to ~1 GB of RSS); a value the user exported
-    is kept; a GPU step leaves oneDNN as it is."""
+    """The task's first CPU step, train or valid, bf16 or fp32 (fairseq's own step), sets
+    ONEDNN_PRIMITIVE_CACHE_CAPACITY (per-shape channels-last conv primitives otherwise pile up to
+    ~1 GB of RSS); a value the user exported is kept; a GPU step leaves oneDNN as it is. Until
+    2026-12-07 the fp32 task step skipped it (only ``step_autocast`` set it): the test now goes
+    through the task, as a real run does."""
+    from fairseq.tasks import FairseqTask
+
     from w2v2_plugin import precision
 
+    monkeypatch.setattr(FairseqTask, "train_step", lambda self, *a, **k: (0, 1, {}))
+    monkeypatch.setattr(FairseqTask, "valid_step", lambda self, *a, **k: (0, 1, {}))
+    model = tiny_model()
+    def criterion(model: W2v2Model, sample: dict) -> tuple[torch.Tensor, int, dict]:
+        return torch.zeros((), requires_grad=True), 1, {}
+
+    class Optimizer:
+        def backward(self, loss: torch.Tensor) -> None:
+            loss.backward()
+
+    steps = {"train": lambda task: task.train_step({}, model, criterion, Optimizer(), 0),
+             "valid": lambda task: task.valid_step({}, model, criterion)}
     for mode in ("bf16", "fp32"):
-        for user_value, expected in ((None, str(precision.ONEDNN_CACHE_CAPACITY)), ("1024", "1024")):
-            precision.bound_onednn_primitive_cache.cache_clear()
-            if user_value is None:
-                monkeypatch.delenv(precision.ONEDNN_CACHE_VARIABLE, raising=False)
-            else:
-                monkeypatch.setenv(precision.ONEDNN_CACHE_VARIABLE, user_value)
-            with step_autocast(mode, "cpu"):
-                pass
-            assert os.environ[precision.ONEDNN_CACHE_VARIABLE] == expected, mode
+        task = W2v2PretrainingTask(W2v2PretrainingConfig(data="/nowhere", precision=mode))
+        for name, step in steps.items():
+            for user_value, expected in ((None, str(precision.ONEDNN_CACHE_CAPACITY)), ("1024", "1024")):
+                precision.bound_onednn_primitive_cache.cache_clear()
+                if user_value is None:
+                    monkeypatch.delenv(precision.ONEDNN_CACHE_VARIABLE, raising=False)
+                else:
+                    monkeypatch.setenv(precision.ONEDNN_CACHE_VARIABLE, user_value)
+                step(task)
+                assert os.environ.get(precision.ONEDNN_CACHE_VARIABLE) == expected, (mode, name, user_value)
     precision.bound_onednn_primitive_cache.cache_clear()
     monkeypatch.delenv(precision.ONEDNN_CACHE_VARIABLE, raising=False)
+    precision.prepare_step("cuda")
     with step_autocast("fp32", "cuda"):
         pass
     assert precision.ONEDNN_CACHE_VARIABLE not in os.environ

@@ -47,10 +47,16 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def step_autocast(precision: str, device_type: str) -> AbstractContextManager:
-    """The context a train or valid step's forward pass runs in."""
+def prepare_step(device_type: str) -> None:
+    """What every train or valid step on ``device_type`` needs first, in any precision (fp32's
+    steps are fairseq's own and call this before it; bf16's through ``step_autocast``)."""
     if device_type == "cpu":
         bound_onednn_primitive_cache()
+
+
+def step_autocast(precision: str, device_type: str) -> AbstractContextManager:
+    """The context a train or valid step's forward pass runs in."""
+    prepare_step(device_type)
     if check_precision(precision) == "fp32":
         return contextlib.nullcontext()
     if device_type == "cuda" and not torch.cuda.is_bf16_supported():

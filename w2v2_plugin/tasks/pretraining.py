@@ -30,7 +30,7 @@ from omegaconf import II, MISSING
 
 from ..config_access import config_value
 from ..data.raw_audio import FileAudioDataset
-from ..precision import PrecisionError, check_precision, step_autocast
+from ..precision import PrecisionError, check_precision, prepare_step, step_autocast
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +202,7 @@ class W2v2PretrainingTask(FairseqTask):
         forward pass runs under autocast and the backward outside it (autocast's rule), on the
         dtypes the forward chose."""
         if self._precision() == "fp32":
+            prepare_step(next(model.parameters()).device.type)
             return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         model.train()
         model.set_num_updates(update_num)
@@ -215,6 +216,7 @@ class W2v2PretrainingTask(FairseqTask):
 
     def valid_step(self, sample, model, criterion):
         if self._precision() == "fp32":
+            prepare_step(next(model.parameters()).device.type)
             return super().valid_step(sample, model, criterion)
         model.eval()
         with torch.no_grad(), self._step_autocast(model):
