@@ -56,6 +56,8 @@ def stack_share(samples: list[tuple[list[str], int]], needles: tuple[str, ...]) 
 def record(cmd: list[str], out: Path, warmup: float, duration: int, rate: int) -> None:
     """Run ``cmd``, sample it after ``warmup`` s for ``duration`` s, then stop it."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(pyspy).exists():
+        raise SystemExit("profile_real_run.py needs py-spy: pip install py-spy (or pip install -e '.[bench]')")
     trainer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(warmup)
