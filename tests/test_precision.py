@@ -2,6 +2,7 @@
 optimizer state, and the model's sensitive parts kept fp32; fp32 stays fairseq's own step."""
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -197,10 +198,12 @@ def test_cpu_steps_bound_onednn_primitive_cache_unless_the_user_set_it(monkeypat
     from fairseq.tasks import FairseqTask
 
     from w2v2_plugin import precision
+    from w2v2_plugin.tasks.finetuning import W2v2FinetuningConfig, W2v2FinetuningTask
 
     monkeypatch.setattr(FairseqTask, "train_step", lambda self, *a, **k: (0, 1, {}))
     monkeypatch.setattr(FairseqTask, "valid_step", lambda self, *a, **k: (0, 1, {}))
     model = tiny_model()
+
     def criterion(model: W2v2Model, sample: dict) -> tuple[torch.Tensor, int, dict]:
         return torch.zeros((), requires_grad=True), 1, {}
 
@@ -210,17 +213,17 @@ def test_cpu_steps_bound_onednn_primitive_cache_unless_the_user_set_it(monkeypat
 
     steps = {"train": lambda task: task.train_step({}, model, criterion, Optimizer(), 0),
              "valid": lambda task: task.valid_step({}, model, criterion)}
-    for mode in ("bf16", "fp32"):
-        task = W2v2PretrainingTask(W2v2PretrainingConfig(data="/nowhere", precision=mode))
-        for name, step in steps.items():
-            for user_value, expected in ((None, str(precision.ONEDNN_CACHE_CAPACITY)), ("1024", "1024")):
-                precision.bound_onednn_primitive_cache.cache_clear()
-                if user_value is None:
-                    monkeypatch.delenv(precision.ONEDNN_CACHE_VARIABLE, raising=False)
-                else:
-                    monkeypatch.setenv(precision.ONEDNN_CACHE_VARIABLE, user_value)
-                step(task)
-                assert os.environ.get(precision.ONEDNN_CACHE_VARIABLE) == expected, (mode, name, user_value)
+    tasks = {"pretraining": lambda mode: W2v2PretrainingTask(W2v2PretrainingConfig(data="/nowhere", precision=mode)),
+             "finetuning": lambda mode: W2v2FinetuningTask(W2v2FinetuningConfig(data="/nowhere", precision=mode))}
+    users = ((None, str(precision.ONEDNN_CACHE_CAPACITY)), ("1024", "1024"))
+    for mode, kind, name, (user_value, expected) in itertools.product(("bf16", "fp32"), tasks, steps, users):
+        precision.bound_onednn_primitive_cache.cache_clear()
+        if user_value is None:
+            monkeypatch.delenv(precision.ONEDNN_CACHE_VARIABLE, raising=False)
+        else:
+            monkeypatch.setenv(precision.ONEDNN_CACHE_VARIABLE, user_value)
+        steps[name](tasks[kind](mode))
+        assert os.environ.get(precision.ONEDNN_CACHE_VARIABLE) == expected, (kind, mode, name, user_value)
     precision.bound_onednn_primitive_cache.cache_clear()
     monkeypatch.delenv(precision.ONEDNN_CACHE_VARIABLE, raising=False)
     precision.prepare_step("cuda")
